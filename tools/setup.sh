@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 need=""
-for p in busybox-static libseccomp2 python3-venv iproute2 util-linux $EXTRA_APT; do
+for p in busybox-static libseccomp2 python3-venv iproute2 util-linux ${EXTRA_APT:-}; do
     dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
