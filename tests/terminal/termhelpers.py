@@ -1,0 +1,113 @@
+"""Helpers for the terminal tests: forked children, private devpts, pty reads.
+
+(A uniquely named module rather than conftest.py, so that `import` cannot
+pick up another test directory's conftest when the whole suite runs.)
+
+Everything here uses real ptys, sockets and processes. Children always end
+with os._exit so pytest's own state never runs twice; every pid a test starts
+is reaped (and killed if still alive) by the `procs` fixture.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+import traceback
+
+import pytest
+
+BUSYBOX = "/bin/busybox"
+
+if os.geteuid() != 0:  # pragma: no cover
+    pytest.skip("terminal tests need root (mount namespaces, devpts)",
+                allow_module_level=True)
+
+
+def child(fn) -> int:
+    """fork(); run fn() in the child and _exit (1 plus a traceback on error)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fn()
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def private_devpts() -> None:
+    """In a forked child: new mount namespace, / made private (the host is
+    untouched), and a fresh devpts instance on /dev/pts, as a container has.
+    /dev/ptmx (the 5:2 device) then resolves to this instance."""
+    from ocirun.kernel import syscalls as k
+    k.unshare(k.CLONE_NEWNS)
+    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.mount("devpts", "/dev/pts", "devpts", k.MS_NOSUID | k.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620")
+
+
+# A container-like environment. Not the test runner's: busybox lets LINES /
+# COLUMNS override the real window size.
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TERM": "xterm", "HOME": "/"}
+
+
+def exec_sh(script: str) -> None:
+    os.execve(BUSYBOX, ["sh", "-c", script], ENV)
+
+
+class Reader:
+    """Accumulates what a pty master / pipe produces; waits for patterns."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def _read_some(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([self.fd], [], [], left)
+        if not r:
+            return False
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: pty slave closed everywhere
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def expect(self, pattern: bytes | str, timeout: float = 10.0) -> bytes:
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        deadline = time.monotonic() + timeout
+        while pattern not in self.buf:
+            if self.eof or not self._read_some(deadline):
+                raise AssertionError(f"{pattern!r} not seen; got {self.buf!r}")
+        return self.buf
+
+    def read_to_eof(self, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            if not self._read_some(deadline) and not self.eof:
+                raise AssertionError(f"no EOF; got {self.buf!r}")
+        return self.buf
+
+
+def wait_status(pid: int, timeout: float = 10.0) -> int:
+    """waitpid with a deadline, through a pidfd (no polling loop)."""
+    pfd = os.pidfd_open(pid)
+    try:
+        r, _, _ = select.select([pfd], [], [], timeout)
+        if not r:
+            raise AssertionError(f"pid {pid} did not exit in {timeout}s")
+    finally:
+        os.close(pfd)
+    return os.waitpid(pid, 0)[1]
