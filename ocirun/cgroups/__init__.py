@@ -1,0 +1,117 @@
+"""cgroups for ocirun: v1, hybrid and v2 (cgroupfs), and the systemd driver.
+
+    layout = detect()
+    mgr = new_manager(spec_cgroups_path, container_id, systemd=False)
+    mgr.create(); mgr.apply(spec["linux"]["resources"]); mgr.add_pid(pid)
+    state["cgroup"] = mgr.to_state()   ...later: manager_from_state(state["cgroup"])
+
+See docs/cgroups.md for path rules, conversions and what is unsupported.
+"""
+from __future__ import annotations
+
+import os
+
+from ocirun.cgroups.layout import Layout, detect
+from ocirun.errors import ConfigError
+
+__all__ = ["Layout", "detect", "new_manager", "manager_from_state", "container_mounts",
+           "default_device_rules"]
+
+JPATH = "linux.cgroupsPath"
+
+
+def _clean(p: str) -> str:
+    """Reject traversal; collapse '//' and '.'; keep absolute/relative."""
+    if "\0" in p:
+        raise ConfigError(JPATH, "must not contain NUL")
+    parts = []
+    for c in p.split("/"):
+        if c in ("", "."):
+            continue
+        if c == "..":
+            raise ConfigError(JPATH, f"{p!r}: '..' is not allowed")
+        parts.append(c)
+    rel = "/".join(parts)
+    return "/" + rel if p.startswith("/") else rel
+
+
+def _under(own: str, mount_root: str, rel: str) -> str:
+    """own cgroup path (as in /proc/self/cgroup) joined with rel, relative to the mount."""
+    if mount_root != "/" and (own == mount_root or own.startswith(mount_root + "/")):
+        own = own[len(mount_root):] or "/"
+    return os.path.join(own, rel) if rel else own
+
+
+def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = False,
+                rootless: bool = False, layout: Layout | None = None):
+    """Resolve the container's cgroup(s); pure: reads mountinfo/proc, writes nothing.
+
+    cgroupfs: absolute paths are below each hierarchy's mountpoint; relative
+    ones (and the default, '<container_id>') below the runtime's own cgroup,
+    as runc. systemd: 'slice:prefix:name' (default 'system.slice:ocirun:<id>',
+    user.slice when rootless) -> unit '<prefix>-<name>.scope' in that slice.
+    """
+    from ocirun.cgroups.manager import FsV1Manager, FsV2Manager
+    if cgroups_path is not None and not isinstance(cgroups_path, str):
+        raise ConfigError(JPATH, "must be a string")
+    if not container_id or "/" in container_id or container_id in (".", ".."):
+        raise ConfigError(JPATH, f"invalid container id {container_id!r}")
+    layout = layout or detect()
+    if systemd:
+        from ocirun.cgroups import systemd as sd
+        slice_, prefix, name = sd.parse_path(cgroups_path, container_id, rootless)
+        return sd.SystemdManager(slice_, prefix, name, layout, rootless)
+    inner = _clean(cgroups_path) if cgroups_path else container_id
+    if inner in ("", "/"):
+        raise ConfigError(JPATH, "must not be the root cgroup")
+    own = layout.own_cgroups() if not inner.startswith("/") else {}
+
+    def resolve(key: str, mountpoint: str, mroot: str) -> str:
+        if inner.startswith("/"):
+            return mountpoint + inner
+        return mountpoint + _under(own.get(key, "/"), mroot, inner)
+
+    if layout.mode == "v2":
+        return FsV2Manager(inner, layout.unified,
+                           resolve("", layout.unified, layout.unified_root), rootless)
+    paths, mounts = {}, {}
+    for h in layout.hierarchies:
+        paths[h.key] = resolve(h.key, h.mountpoint, h.root)
+        mounts[h.key] = h.mountpoint
+    if layout.unified:
+        paths[""] = resolve("", layout.unified, layout.unified_root)
+        mounts[""] = layout.unified
+    return FsV1Manager(inner, paths, mounts, rootless)
+
+
+def manager_from_state(d: dict):
+    """Rebuild the manager saved by to_state() (no fs access)."""
+    from ocirun.cgroups.manager import FsV1Manager, FsV2Manager
+    if d.get("driver") == "systemd":
+        from ocirun.cgroups.systemd import SystemdManager
+        return SystemdManager.from_state(d)
+    if d.get("version") == "v2":
+        return FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
+    return FsV1Manager(d["path"], d["paths"], d["mounts"], d.get("rootless", False))
+
+
+def default_device_rules() -> list[dict]:
+    """runc's always-allowed devices, as linux.resources.devices entries.
+
+    The runtime appends them after the spec's rules when it creates the
+    container (a deny-all spec still gets /dev/null, /dev/tty, ptys ...).
+    """
+    from ocirun.cgroups.devices import default_rules
+    return [{"allow": r.allow, "type": r.type,
+             **({"major": r.major} if r.major is not None else {}),
+             **({"minor": r.minor} if r.minor is not None else {}),
+             "access": r.access} for r in default_rules()]
+
+
+def container_mounts(layout: Layout, mgr, cgroupns: bool, readonly: bool = True) -> list[tuple]:
+    """What to mount at /sys/fs/cgroup inside the container (data only).
+
+    See ocirun.cgroups.mounts.plan for the tuple format.
+    """
+    from ocirun.cgroups.mounts import plan
+    return plan(layout, mgr, cgroupns, readonly)

@@ -1,0 +1,176 @@
+"""Device access rules: validation, the v1 devices.allow/deny lines, and the
+v2 eBPF (BPF_PROG_TYPE_CGROUP_DEVICE) program that replaces them.
+
+Semantics (both versions): a fresh cgroup allows everything; rules apply in
+order and the last matching rule decides. The spec's usual list starts with
+{"allow": false, "access": "rwm"} (deny all) and then allows some devices.
+"""
+from __future__ import annotations
+
+from ocirun.errors import ConfigError
+
+
+class Rule:
+    __slots__ = ("allow", "type", "major", "minor", "access")
+
+    def __init__(self, allow: bool, type: str = "a", major: int | None = None,
+                 minor: int | None = None, access: str = "rwm") -> None:
+        self.allow, self.type, self.major, self.minor = allow, type, major, minor
+        self.access = access
+
+    def v1_line(self) -> str:
+        """'c 1:3 rwm' as written to devices.allow / devices.deny."""
+        if self.type == "a" and self.major is None and self.minor is None:
+            return "a"  # (the kernel also reads 'a' as all types, all numbers)
+        ma = "*" if self.major is None else str(self.major)
+        mi = "*" if self.minor is None else str(self.minor)
+        return f"{self.type} {ma}:{mi} {self.access}"
+
+    def __repr__(self) -> str:
+        return f"Rule({'allow' if self.allow else 'deny'} {self.v1_line()})"
+
+
+def parse_rules(devices: list, path: str) -> list[Rule]:
+    """linux.resources.devices -> [Rule]; ConfigError names the bad entry."""
+    if not isinstance(devices, list):
+        raise ConfigError(path, "must be an array")
+    out = []
+    for i, d in enumerate(devices):
+        p = f"{path}[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(p, "must be an object")
+        allow = d.get("allow")
+        if not isinstance(allow, bool):
+            raise ConfigError(p + ".allow", "is required and must be a boolean")
+        t = d.get("type", "a")
+        if t not in ("a", "b", "c"):
+            raise ConfigError(p + ".type", f"invalid device type {t!r} (must be a, b or c)")
+        nums = []
+        for k in ("major", "minor"):
+            v = d.get(k)
+            if v is None or v == -1:
+                nums.append(None)
+            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{p}.{k}", f"invalid device number {v!r}")
+            else:
+                nums.append(v)
+        acc = d.get("access", "rwm")
+        if acc is None or acc == "":
+            acc = "rwm"
+        if (not isinstance(acc, str) or any(c not in "rwm" for c in acc)
+                or len(set(acc)) != len(acc)):
+            raise ConfigError(p + ".access", f"invalid access {acc!r} (letters of 'rwm')")
+        acc = "".join(c for c in "rwm" if c in acc)
+        out.append(Rule(allow, t, nums[0], nums[1], acc))
+    return out
+
+
+def default_rules() -> list[Rule]:
+    """Devices every container gets (runc's default allow list).
+
+    The runtime appends these after the spec's rules: /dev/null, zero, full,
+    tty, random, urandom, ptmx/pts, and mknod of any char/block device.
+    """
+    return [Rule(True, "c", None, None, "m"), Rule(True, "b", None, None, "m"),
+            Rule(True, "c", 1, 3), Rule(True, "c", 1, 8), Rule(True, "c", 1, 7),
+            Rule(True, "c", 5, 0), Rule(True, "c", 1, 5), Rule(True, "c", 1, 9),
+            Rule(True, "c", 5, 2), Rule(True, "c", 136, None), Rule(True, "c", 10, 200)]
+
+
+# ---- v2: eBPF program ---------------------------------------------------------------
+# struct bpf_cgroup_dev_ctx { u32 access_type; /* (access << 16) | type */ u32 major, minor; }
+_TYPE = {"b": 1, "c": 2}          # BPF_DEVCG_DEV_BLOCK, BPF_DEVCG_DEV_CHAR
+_ACC = {"m": 1, "r": 2, "w": 4}   # BPF_DEVCG_ACC_MKNOD, _READ, _WRITE
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return bytes((code, (src << 4) | dst)) + off.to_bytes(2, "little", signed=True) \
+        + imm.to_bytes(4, "little", signed=True)
+
+
+_LDXW = 0x61      # BPF_LDX | BPF_MEM | BPF_W
+_AND_K = 0x57     # BPF_ALU64 | BPF_AND | BPF_K
+_RSH_K = 0x77     # BPF_ALU64 | BPF_RSH | BPF_K
+_MOV_K = 0xb7     # BPF_ALU64 | BPF_MOV | BPF_K
+_MOV_X = 0xbf     # BPF_ALU64 | BPF_MOV | BPF_X
+_JNE_K = 0x55     # BPF_JMP | BPF_JNE | BPF_K
+_EXIT = 0x95
+
+
+def bpf_program(rules: list[Rule]) -> bytes:
+    """Assemble the device filter: returns packed struct bpf_insn[].
+
+    r2 = type, r3 = access, r4 = major, r5 = minor; the rules are tested
+    last-first and the first match returns its verdict (so the last rule in
+    the spec wins, as in v1). No match: allow (a fresh cgroup's behaviour).
+    """
+    prog = [_insn(_LDXW, 2, 1, 0), _insn(_AND_K, 2, imm=0xFFFF),
+            _insn(_LDXW, 3, 1, 0), _insn(_RSH_K, 3, imm=16),
+            _insn(_LDXW, 4, 1, 4), _insn(_LDXW, 5, 1, 8)]
+    default = 1
+    for r in reversed(rules):
+        block = []
+        if r.type != "a":
+            block.append([_JNE_K, 2, 0, _TYPE[r.type]])
+        mask = sum(_ACC[c] for c in r.access)
+        if mask != 7:
+            block.append([_MOV_X, 1, 3])
+            block.append([_AND_K, 1, 0, ~mask & 7])
+            block.append([_JNE_K, 1, 0, 0])
+        if r.major is not None:
+            block.append([_JNE_K, 4, 0, r.major])
+        if r.minor is not None:
+            block.append([_JNE_K, 5, 0, r.minor])
+        if not block:           # matches everything: earlier rules can never decide
+            default = int(r.allow)
+            break
+        n = len(block) + 2      # + mov r0, exit
+        for i, b in enumerate(block):
+            if b[0] == _JNE_K:
+                prog.append(_insn(_JNE_K, b[1], off=n - i - 1, imm=b[3]))
+            elif b[0] == _MOV_X:
+                prog.append(_insn(_MOV_X, b[1], b[2]))
+            else:
+                prog.append(_insn(_AND_K, b[1], imm=b[3]))
+        prog.append(_insn(_MOV_K, 0, imm=int(r.allow)))
+        prog.append(_insn(_EXIT))
+    prog.append(_insn(_MOV_K, 0, imm=default))
+    prog.append(_insn(_EXIT))
+    return b"".join(prog)
+
+
+def attach_v2(cgroup_dir: str, rules: list[Rule]) -> None:
+    """Load the filter for `rules` and make it the cgroup's only ocirun filter.
+
+    The new program is attached (BPF_F_ALLOW_MULTI) before the old ones are
+    detached, so there is no moment without a filter during an update.
+    """
+    import os
+    from ocirun.kernel import bpf
+
+    insns = bpf_program(rules)
+    dfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            _, old = bpf.prog_query(dfd, bpf.BPF_CGROUP_DEVICE)
+        except OSError:
+            old = []
+        pfd = bpf.prog_load(bpf.BPF_PROG_TYPE_CGROUP_DEVICE, insns, "Apache",
+                            "ocirun_dev", bpf.BPF_CGROUP_DEVICE)
+        try:
+            bpf.prog_attach(dfd, pfd, bpf.BPF_CGROUP_DEVICE, bpf.BPF_F_ALLOW_MULTI)
+        finally:
+            os.close(pfd)
+        for pid in old:
+            try:
+                ofd = bpf.prog_get_fd_by_id(pid)
+            except OSError:
+                continue
+            try:
+                bpf.prog_detach(dfd, ofd, bpf.BPF_CGROUP_DEVICE)
+            except OSError:
+                pass
+            finally:
+                os.close(ofd)
+    finally:
+        os.close(dfd)

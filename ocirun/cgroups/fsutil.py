@@ -1,0 +1,121 @@
+"""Reading and writing cgroup control files, with errors that name the spec field.
+
+A failed write is reported as a ConfigError on the linux.resources field that
+asked for it, so the user sees which setting the kernel refused.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from ocirun.errors import ConfigError
+
+
+def write(dirpath: str, name: str, value: str | int, jpath: str) -> None:
+    """Write one value to dirpath/name (a single write(2), as the kernel wants)."""
+    fn = os.path.join(dirpath, name)
+    data = str(value).encode()
+    try:
+        fd = os.open(fn, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not os.path.isdir(dirpath):
+            raise ConfigError(jpath, f"cgroup {dirpath} does not exist") from None
+        raise ConfigError(jpath, f"not supported: {name} does not exist in {dirpath} "
+                          "(controller missing, not enabled, or kernel too old)") from None
+    try:
+        os.write(fd, data)
+    except OSError as e:
+        raise ConfigError(jpath, f"writing {data.decode()!r} to {fn}: "
+                          f"{os.strerror(e.errno)}") from None
+    finally:
+        os.close(fd)
+
+
+def read(dirpath: str, name: str) -> str:
+    with open(os.path.join(dirpath, name)) as f:
+        return f.read()
+
+
+def read_int(dirpath: str, name: str, default: int = 0) -> int:
+    """An integer file ('max' reads as 0: runc's stats use 0 for unlimited... no, max uint64)."""
+    try:
+        s = read(dirpath, name).strip()
+    except OSError:
+        return default
+    if s == "max":
+        return 0xFFFFFFFFFFFFFFFF
+    try:
+        return int(s)
+    except ValueError:
+        return default
+
+
+def read_kv(dirpath: str, name: str) -> dict[str, int]:
+    """Flat keyed files such as memory.stat / cpu.stat / memory.events."""
+    out: dict[str, int] = {}
+    try:
+        text = read(dirpath, name)
+    except OSError:
+        return out
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            pass
+    return out
+
+
+def mkdir_p(path: str) -> list[str]:
+    """mkdir -p; returns the directories it created (outermost first)."""
+    made = []
+    todo = []
+    p = path
+    while not os.path.isdir(p):
+        todo.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(todo):
+        try:
+            os.mkdir(d, 0o755)
+            made.append(d)
+        except FileExistsError:
+            pass
+    return made
+
+
+def procs(dirpath: str, recursive: bool = True) -> list[int]:
+    """Pids listed in cgroup.procs of dirpath (and every descendant)."""
+    out: list[int] = []
+    for d, subdirs, _ in (os.walk(dirpath) if recursive else [(dirpath, [], [])]):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return sorted(set(out))
+
+
+def rmdir_tree(path: str, timeout: float = 2.0) -> None:
+    """Remove a cgroup directory and its sub-cgroups, deepest first.
+
+    rmdir of a cgroup fails with EBUSY while a dying process is still
+    charged to it; retry briefly. A missing directory is fine (idempotent).
+    """
+    if not os.path.isdir(path):
+        return
+    dirs = [d for d, _, _ in os.walk(path)]
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    for d in reversed(dirs):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.EAGAIN) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)

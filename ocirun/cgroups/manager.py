@@ -1,0 +1,420 @@
+"""cgroupfs managers: FsV1Manager (v1 and hybrid) and FsV2Manager (unified).
+
+A manager is a set of resolved directories, computed once by new_manager()
+and stored in the container state (to_state), so later commands act on the
+same cgroup whatever cgroup they themselves run in.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from ocirun.cgroups import fsutil
+from ocirun.errors import ConfigError, OciError
+
+# controllers ocirun enables in cgroup.subtree_control on the way down (v2)
+V2_WANTED = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
+
+
+class CgroupError(OciError):
+    """A cgroup operation failed (not a config problem)."""
+
+
+class Manager:
+    """Common interface; see ocirun.cgroups for the API the runtime calls."""
+
+    driver = "cgroupfs"
+    version = ""
+
+    def __init__(self, path: str, rootless: bool = False) -> None:
+        self.path = path
+        self.rootless = rootless
+        self.warnings: list[str] = []
+        self.on_warning = None  # callable(str) or None: set by the runtime to log
+
+    def warn(self, msg: str) -> None:
+        """A field the kernel/layout cannot express and that runc also ignores."""
+        self.warnings.append(msg)
+        if self.on_warning:
+            self.on_warning(msg)
+
+    # -- implemented by subclasses -------------------------------------------------------
+    def dirs(self) -> list[str]:
+        raise NotImplementedError
+
+    def procs_path(self) -> str:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return os.path.isdir(self.procs_path())
+
+    def update(self, resources: dict, path: str = "linux.resources") -> None:
+        """`ocirun update`: write the given fields; the others keep their values."""
+        self.apply(resources, path)
+
+    def pids(self) -> list[int]:
+        """Every process in the cgroup and its sub-cgroups (pids in our pid ns)."""
+        return [p for p in fsutil.procs(self.procs_path()) if p > 0]
+
+    def kill_all(self, sig: int) -> None:
+        """Signal every process, with the cgroup frozen so none can fork away."""
+        if not self.exists():
+            return
+        if sig == signal.SIGKILL and self._cgroup_kill():
+            return
+        frozen = False
+        try:
+            if self.can_freeze() and not self.frozen():
+                self.freeze()
+                frozen = True
+        except OciError:
+            frozen = False
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if frozen:
+                self.thaw()
+
+    def _cgroup_kill(self) -> bool:
+        return False
+
+    def can_freeze(self) -> bool:
+        return True
+
+    def destroy(self) -> None:
+        """Kill what is left, then remove the directories; idempotent."""
+        deadline = time.monotonic() + 5
+        while self.exists() and self.pids():
+            self.kill_all(signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.procs_path()}: processes survive SIGKILL")
+            time.sleep(0.01)
+        for d in self.dirs():
+            try:
+                fsutil.rmdir_tree(d)
+            except OSError as e:
+                raise CgroupError(f"removing cgroup {d}: {os.strerror(e.errno)}") from None
+
+    def to_state(self) -> dict:
+        return {"driver": self.driver, "version": self.version, "path": self.path,
+                "rootless": self.rootless}
+
+
+def _join(procs_dir: str, pid: int) -> None:
+    try:
+        fd = os.open(os.path.join(procs_dir, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CgroupError(f"adding pid {pid} to cgroup {procs_dir}: "
+                          f"{os.strerror(e.errno)}") from None
+
+
+def enable_controllers(mountpoint: str, leaf: str, wanted=V2_WANTED) -> None:
+    """Enable the wanted controllers in subtree_control on every level above leaf.
+
+    Levels that cannot (EBUSY: a level with processes, e.g. the runtime's
+    own cgroup) are skipped; a resource write then reports the missing file.
+    """
+    rel = os.path.relpath(leaf, mountpoint)
+    d = mountpoint
+    for part in ([] if rel == "." else rel.split("/")):
+        try:
+            avail = set(fsutil.read(d, "cgroup.controllers").split())
+            on = set(fsutil.read(d, "cgroup.subtree_control").split())
+        except OSError:
+            return
+        todo = [c for c in wanted if c in avail and c not in on]
+        if todo:
+            try:
+                fsutil.write(d, "cgroup.subtree_control", " ".join("+" + c for c in todo),
+                             "linux.cgroupsPath")
+            except ConfigError:
+                for c in todo:  # one at a time: enable what can be enabled
+                    try:
+                        fsutil.write(d, "cgroup.subtree_control", "+" + c, "linux.cgroupsPath")
+                    except ConfigError:
+                        pass
+        d = os.path.join(d, part)
+
+
+def _present(res: dict, key: str) -> bool:
+    v = res.get(key)
+    return v not in (None, {}, [])
+
+
+# ---------------------------------------------------------------------------------------
+class FsV2Manager(Manager):
+    version = "v2"
+
+    def __init__(self, path: str, mountpoint: str, dir: str, rootless: bool = False) -> None:
+        super().__init__(path, rootless)
+        self.mountpoint, self.dir = mountpoint, dir
+
+    def dirs(self) -> list[str]:
+        return [self.dir]
+
+    def procs_path(self) -> str:
+        return self.dir
+
+    def create(self) -> None:
+        """mkdir the cgroup (and parents) and enable controllers down to it."""
+        try:
+            fsutil.mkdir_p(self.dir)
+        except OSError as e:
+            raise CgroupError(f"creating cgroup {self.dir}: {os.strerror(e.errno)}") from None
+        enable_controllers(self.mountpoint, self.dir)
+
+    def controllers(self) -> set[str]:
+        try:
+            return set(fsutil.read(self.dir, "cgroup.controllers").split())
+        except OSError:
+            return set()
+
+    def apply(self, resources: dict, path: str = "linux.resources") -> None:
+        """Write linux.resources to the v2 files."""
+        from ocirun.cgroups.v2 import cpu, cpuset, devices, hugetlb, io, memory, unified
+        from ocirun.cgroups.v1 import net, pids, rdma
+        if resources is None:
+            return
+        if not isinstance(resources, dict):
+            raise ConfigError(path, "must be an object")
+        unified.check(resources, path, None)
+        if _present(resources, "network"):
+            net.parse(resources, path)
+            self.warn(f"{path}.network ignored: cgroup v2 has no net_cls/net_prio "
+                      "(use a BPF program or nftables)")
+        d = self.dir
+        for mod in (memory, cpu, cpuset, io, hugetlb, rdma):
+            mod.set(d, resources, path, self)
+        pids.set(d, resources, path, self)
+        devices.set(d, resources, path, self)
+        unified.set(d, resources, path, self, self.controllers() | {"cgroup"})
+
+    def add_pid(self, pid: int) -> None:
+        _join(self.dir, pid)
+
+    def _cgroup_kill(self) -> bool:
+        if not os.path.exists(os.path.join(self.dir, "cgroup.kill")):
+            return False
+        try:
+            fsutil.write(self.dir, "cgroup.kill", "1", "")
+        except ConfigError:
+            return False
+        return True
+
+    def freeze(self) -> None:
+        self._freeze("1")
+
+    def thaw(self) -> None:
+        self._freeze("0")
+
+    def _freeze(self, v: str) -> None:
+        try:
+            fsutil.write(self.dir, "cgroup.freeze", v, "")
+        except ConfigError as e:
+            raise CgroupError(e.msg) from None
+        deadline = time.monotonic() + 5
+        while self.frozen() != (v == "1"):
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.dir}: timed out waiting for frozen={v}")
+            time.sleep(0.005)
+
+    def frozen(self) -> bool:
+        return fsutil.read_kv(self.dir, "cgroup.events").get("frozen", 0) == 1
+
+    def stats(self) -> dict:
+        """runc `events --stats` data."""
+        from ocirun.cgroups.v2 import cpu, hugetlb, io, memory
+        from ocirun.cgroups.v1 import pids
+        d = self.dir
+        return {"cpu": cpu.stats(d), "memory": memory.stats(d), "pids": pids.stats(d),
+                "blkio": io.stats(d), "hugetlb": hugetlb.stats(d)}
+
+    def oom_count(self) -> int:
+        from ocirun.cgroups.v2 import memory
+        return memory.oom_count(self.dir)
+
+    def to_state(self) -> dict:
+        return {**super().to_state(), "mountpoint": self.mountpoint, "dir": self.dir}
+
+
+# ---------------------------------------------------------------------------------------
+class FsV1Manager(Manager):
+    """v1 (and hybrid): one directory per hierarchy, keyed like /proc/self/cgroup
+    ('cpu', 'cpu,cpuacct', 'name=systemd'; '' is the cgroup2 dir in hybrid mode)."""
+
+    version = "v1"
+
+    def __init__(self, path: str, paths: dict[str, str], mounts: dict[str, str],
+                 rootless: bool = False) -> None:
+        super().__init__(path, rootless)
+        self.paths = paths    # key -> cgroup dir
+        self.mounts = mounts  # key -> mountpoint
+        self.ctl = {c: d for k, d in paths.items() if k and not k.startswith("name=")
+                    for c in k.split(",")}
+        self.skipped: set[str] = set()
+
+    def dirs(self) -> list[str]:
+        return list(self.paths.values())
+
+    def procs_path(self) -> str:
+        for c in ("pids", "freezer", "memory", "devices", "cpu"):
+            if c in self.ctl:
+                return self.ctl[c]
+        return next(iter(self.paths.values()))
+
+    def create(self) -> None:
+        from ocirun.cgroups.v1 import cpuset
+        for key, d in self.paths.items():
+            try:
+                made = fsutil.mkdir_p(d)
+            except OSError as e:
+                if self.rootless and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    self.skipped.add(key)
+                    self.warn(f"rootless: cannot create cgroup {d}; skipping it")
+                    continue
+                raise CgroupError(f"creating cgroup {d}: {os.strerror(e.errno)}") from None
+            if "cpuset" in key.split(","):
+                cpuset.init_dirs(made)
+            if key == "":
+                enable_controllers(self.mounts[""], d, ("hugetlb", "rdma", "misc"))
+
+    def _dir(self, controller: str, res: dict, keys: tuple[str, ...], path: str) -> str | None:
+        d = self.ctl.get(controller)
+        if d is None and controller in self._unified_ctls():
+            d = self.paths[""]
+        if d is None and any(_present(res, k) for k in keys):
+            self.warn(f"{path}.{'/'.join(keys)}: ignored, the {controller} controller "
+                      "is not mounted")
+        return d
+
+    def _unified_ctls(self) -> set[str]:
+        if "" not in self.paths:
+            return set()
+        try:
+            return set(fsutil.read(self.paths[""], "cgroup.controllers").split())
+        except OSError:
+            return set()
+
+    def apply(self, resources: dict, path: str = "linux.resources") -> None:
+        """Write linux.resources to the v1 files (hybrid: v2 files for controllers
+        that live only in the unified hierarchy, e.g. hugetlb here)."""
+        from ocirun.cgroups.v1 import (blkio, cpu, cpuset, devices, hugetlb, memory,
+                                       net, pids, rdma)
+        from ocirun.cgroups.v2 import hugetlb as hugetlb2, unified
+        if resources is None:
+            return
+        if not isinstance(resources, dict):
+            raise ConfigError(path, "must be an object")
+        if resources.get("unified"):
+            uctl = self._unified_ctls()
+            if not uctl:
+                raise ConfigError(path + ".unified", "not supported: cgroup v2 keys "
+                                  "on a cgroup v1 host")
+            unified.check(resources, path, uctl)
+        cpu_res = resources.get("cpu") or {}
+        plan = [
+            ("memory", ("memory",), memory.set),
+            ("cpu", ("cpu",), cpu.set if any(k in cpu_res for k in (
+                "shares", "quota", "period", "burst", "realtimeRuntime",
+                "realtimePeriod", "idle")) else None),
+            ("cpuset", ("cpu",), cpuset.set if ("cpus" in cpu_res or "mems" in cpu_res) else None),
+            ("pids", ("pids",), pids.set),
+            ("blkio", ("blockIO",), blkio.set),
+            ("hugetlb", ("hugepageLimits",), hugetlb.set),
+            ("net_cls", ("network",), net.set_cls),
+            ("net_prio", ("network",), net.set_prio),
+            ("rdma", ("rdma",), rdma.set),
+            ("devices", ("devices",), devices.set),
+        ]
+        for ctl, keys, fn in plan:
+            if fn is None or not any(_present(resources, k) for k in keys):
+                continue
+            d = self._dir(ctl, resources, keys, path)
+            if d is None:
+                if ctl.startswith("net_"):
+                    net.parse(resources, path)  # still validate what we ignore
+                continue
+            if ctl == "hugetlb" and d != self.ctl.get("hugetlb"):
+                fn = hugetlb2.set  # hybrid: hugetlb lives in the cgroup2 hierarchy
+            fn(d, resources, path, self)
+        if resources.get("unified"):
+            unified.set(self.paths[""], resources, path, self, self._unified_ctls())
+
+    def add_pid(self, pid: int) -> None:
+        for key, d in self.paths.items():
+            if key not in self.skipped:
+                _join(d, pid)
+
+    def can_freeze(self) -> bool:
+        return "freezer" in self.ctl
+
+    def freeze(self) -> None:
+        d = self._freezer()
+        deadline = time.monotonic() + 5
+        while True:
+            # re-writing FROZEN retries tasks that were busy (runc does the same)
+            fsutil.write(d, "freezer.state", "FROZEN", "")
+            if fsutil.read(d, "freezer.state").strip() == "FROZEN":
+                return
+            if time.monotonic() > deadline:
+                fsutil.write(d, "freezer.state", "THAWED", "")
+                raise CgroupError(f"cgroup {d}: timed out freezing")
+            time.sleep(0.005)
+
+    def thaw(self) -> None:
+        fsutil.write(self._freezer(), "freezer.state", "THAWED", "")
+
+    def frozen(self) -> bool:
+        try:
+            return fsutil.read(self._freezer(), "freezer.state").strip() == "FROZEN"
+        except OSError:
+            return False
+
+    def _freezer(self) -> str:
+        d = self.ctl.get("freezer")
+        if d is None:
+            raise CgroupError("the freezer cgroup controller is not mounted")
+        return d
+
+    def stats(self) -> dict:
+        from ocirun.cgroups.v1 import blkio, cpu, hugetlb, memory, pids
+        from ocirun.cgroups.v2 import hugetlb as hugetlb2
+        out: dict = {"cpu": {"usage": {"total": 0, "percpu": [], "kernel": 0, "user": 0},
+                             "throttling": {"periods": 0, "throttled_periods": 0,
+                                            "throttled_time": 0}},
+                     "memory": {}, "pids": {}, "blkio": {}, "hugetlb": {}}
+        c = self.ctl
+        if "cpuacct" in c:
+            out["cpu"]["usage"] = cpu.usage(c["cpuacct"])
+        if "cpu" in c:
+            out["cpu"]["throttling"] = cpu.throttling(c["cpu"])
+        if "memory" in c:
+            out["memory"] = memory.stats(c["memory"])
+        if "pids" in c:
+            out["pids"] = pids.stats(c["pids"])
+        if "blkio" in c:
+            out["blkio"] = blkio.stats(c["blkio"])
+        if "hugetlb" in c:
+            out["hugetlb"] = hugetlb.stats(c["hugetlb"])
+        elif "hugetlb" in self._unified_ctls():
+            out["hugetlb"] = hugetlb2.stats(self.paths[""])
+        return out
+
+    def oom_count(self) -> int:
+        from ocirun.cgroups.v1 import memory
+        d = self.ctl.get("memory")
+        return memory.oom_count(d) if d else 0
+
+    def to_state(self) -> dict:
+        return {**super().to_state(), "paths": self.paths, "mounts": self.mounts}

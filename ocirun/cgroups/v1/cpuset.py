@@ -1,0 +1,33 @@
+"""v1 cpuset controller. A new v1 cpuset cgroup starts empty and refuses
+tasks, so every level we create is seeded from its parent first."""
+from __future__ import annotations
+
+import os
+
+from ocirun.cgroups import fsutil, spec
+
+
+def init_dirs(made: list[str]) -> None:
+    """Copy cpuset.cpus/mems down into newly made directories (outermost first)."""
+    for d in made:
+        parent = os.path.dirname(d)
+        for f in ("cpuset.cpus", "cpuset.mems"):
+            try:
+                if fsutil.read(d, f).strip():
+                    continue
+                fsutil.write(d, f, fsutil.read(parent, f).strip() or "\n", "linux.cgroupsPath")
+            except OSError:
+                pass
+
+
+def set(d: str, res: dict, path: str, mgr) -> None:
+    cpu = spec.section(res, "cpu", path)
+    if not cpu:
+        return
+    p = path + ".cpu"
+    cpus = spec.cpuset(cpu, "cpus", p)
+    mems = spec.cpuset(cpu, "mems", p)
+    if cpus:
+        fsutil.write(d, "cpuset.cpus", cpus, p + ".cpus")
+    if mems:
+        fsutil.write(d, "cpuset.mems", mems, p + ".mems")
