@@ -101,6 +101,26 @@ class Reader:
         return self.buf
 
 
+def wait_for_child_of(pid: int, timeout: float = 10.0) -> int:
+    """The first child of `pid` once it has exec'd (e.g. the `sleep` a shell
+    started), so a test signals it only once it is really running."""
+    deadline = time.monotonic() + timeout
+    path = f"/proc/{pid}/task/{pid}/children"
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            kids = f.read().split()
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if argv[0] != b"sh":  # forked, and exec'd something else
+                return int(kid)
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} started no child in {timeout}s")
+
+
 def wait_status(pid: int, timeout: float = 10.0) -> int:
     """waitpid with a deadline, through a pidfd (no polling loop)."""
     pfd = os.pidfd_open(pid)

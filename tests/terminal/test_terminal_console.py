@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from ocirun.linux import terminal
-from termhelpers import Reader, child, exec_sh, private_devpts, wait_status
+from termhelpers import (Reader, child, exec_sh, private_devpts,
+                         wait_for_child_of, wait_status)
 
 
 def start_in_container(sock: str, script: str, size=(24, 80),
@@ -103,6 +104,7 @@ def test_ctrl_c_interrupts_sleep(short_tmp, procs):
     r = Reader(master)
     try:
         r.expect("ready")
+        wait_for_child_of(pid)  # the sleep is running
         os.write(master, b"\x03")  # VINTR: the line discipline sends SIGINT
         r.expect("after 130", timeout=5)  # sleep died of SIGINT (128+2)
         assert b"INT" in r.buf
