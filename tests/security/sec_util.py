@@ -81,3 +81,35 @@ def proc_status(field: str) -> str:
             if k == field:
                 return v.strip()
     raise KeyError(field)
+
+
+def raw_syscall(nr: int, *args: int) -> tuple[int, int]:
+    """syscall(nr, args...) -> (return value, errno) without raising."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    ret = libc.syscall(ctypes.c_long(nr), *[ctypes.c_ulong(a) for a in args])
+    return ret, ctypes.get_errno() if ret == -1 else 0
+
+
+_NRS: dict[str, int] = {}
+
+
+def syscall_nr(name: str) -> int:
+    """Native number of a syscall (libseccomp's table), memoised."""
+    if name in _NRS:
+        return _NRS[name]
+    from ocirun.kernel import seccomp as k
+    nr = k.syscall_number(name)
+    assert nr is not None and nr >= 0, name
+    _NRS[name] = nr
+    return nr
+
+
+def nnp_and_load(flt):
+    """What the init does last before execve: no_new_privs, then the filter."""
+    from ocirun.kernel import syscalls
+    from ocirun.linux import seccomp
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    return seccomp.load(flt)
