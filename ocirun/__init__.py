@@ -1,0 +1,29 @@
+"""ocirun: an OCI container runtime (runtime-spec 1.3) in Python.
+
+The library API mirrors the command line:
+
+    import ocirun
+    ocirun.create("web", "/path/to/bundle")      # init waits for start
+    ocirun.start("web")
+    ocirun.state("web")["status"]                 # "running"
+    ocirun.kill("web", 15); ocirun.delete("web", force=True)
+    code = ocirun.run("job", bundle)               # create + start + wait + delete
+
+Every call takes root= (default /run/ocirun). Errors are ocirun.OciError
+(ConfigError for config.json problems, with the JSON path).
+"""
+from ocirun.errors import ConfigError, ContainerExists, ContainerNotFound, NotSupported, OciError, StateError
+
+__all__ = ["Container", "CreateOptions", "create", "start", "run", "kill", "delete", "state",
+           "list_containers", "OciError", "ConfigError", "NotSupported", "ContainerExists",
+           "ContainerNotFound", "StateError"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the container module is loaded on first use: `import ocirun.cli` stays lean
+    if name in ("Container", "CreateOptions", "create", "start", "run", "kill", "delete",
+                "state", "list_containers"):
+        from ocirun import container
+        return getattr(container, name)
+    raise AttributeError(name)

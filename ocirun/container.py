@@ -1,0 +1,565 @@
+"""The container lifecycle (runtime.md): create, start, run, kill, delete,
+state, list. This is the library API; cli.py is a thin shell over it.
+
+create forks the init with one clone() (see linux/namespaces.py), serves
+its requests over the sync socket (id maps, cgroup join, runtime hooks,
+state), and returns once the init says "created"; anything that fails on
+the way is undone: process, cgroup, state dir.
+"""
+from __future__ import annotations
+
+import os
+import signal as _signal
+
+from ocirun import log
+from ocirun.errors import ContainerNotFound, OciError, StateError
+from ocirun.specgen import OCI_VERSION
+from ocirun.state import StateDir, default_root, list_ids, proc_start_time, write_atomic
+
+
+def cgroup_manager(data: dict):
+    """Rebuild the cgroup manager saved in a container's state, if any."""
+    cg = data.get("cgroup")
+    if not cg:
+        return None
+    from ocirun import cgroups
+    return cgroups.manager_from_state(cg)
+
+
+def _now_rfc3339() -> str:
+    import time
+    t = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 10**9)) + f".{t % 10**9:09d}Z"
+
+
+def oci_state(data: dict, status: str) -> dict:
+    """The spec's state object plus what runc adds (rootfs, created, owner)."""
+    st = {"ociVersion": OCI_VERSION, "id": data["id"],
+          "pid": data.get("pid", 0) if status != "stopped" else 0,
+          "status": status, "bundle": data.get("bundle", ""),
+          "rootfs": data.get("rootfs", ""), "created": data.get("created", ""),
+          "owner": data.get("owner", "")}
+    if data.get("annotations"):
+        st["annotations"] = data["annotations"]
+    return st
+
+
+class CreateOptions:
+    """Options of create/run beyond the bundle (runc's flags)."""
+
+    __slots__ = ("config", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
+                 "preserve_fds", "systemd_cgroup", "cgroup_manager")
+
+    def __init__(self, config: str | None = None, pid_file: str | None = None,
+                 console_socket: str | None = None, no_pivot: bool = False,
+                 no_new_keyring: bool = False, preserve_fds: int = 0,
+                 systemd_cgroup: bool = False, cgroup_manager: str | None = None) -> None:
+        self.config = config
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+        self.systemd_cgroup = systemd_cgroup
+        self.cgroup_manager = cgroup_manager
+
+
+class Container:
+    """A handle on one container in a state root."""
+
+    def __init__(self, cid: str, root: str | None = None) -> None:
+        self.root = root or default_root()
+        self.sd = StateDir(self.root, cid)
+        self.id = cid
+        self.pid = 0
+        self._sync = None
+        self._mgr = None
+
+    # -- queries --------------------------------------------------------------
+    def _data(self) -> dict:
+        if not self.sd.exists():
+            raise ContainerNotFound(self.id)
+        data = self.sd.load()
+        if data is None:
+            return {"id": self.id, "pid": 0}
+        return data
+
+    def status(self) -> str:
+        if not self.sd.exists():
+            raise ContainerNotFound(self.id)
+        return self.sd.status()
+
+    def state(self) -> dict:
+        data = self._data()
+        return oci_state(data, self.sd.status())
+
+    # -- create -----------------------------------------------------------------
+    @classmethod
+    def create(cls, cid: str, bundle: str = ".", root: str | None = None,
+               opts: CreateOptions | None = None, _foreground: bool = False) -> "Container":
+        from ocirun import plan as planmod, spec
+        from ocirun.linux import namespaces
+        opts = opts or CreateOptions()
+        c = cls(cid, root)
+        bundle = os.path.abspath(bundle)
+        cfg = spec.load(bundle, opts.config)
+        plan = planmod.build(cfg, bundle, no_pivot=opts.no_pivot,
+                             no_new_keyring=opts.no_new_keyring,
+                             preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
+        namespaces.check_paths(plan.ns, plan.linux.get("namespaces") or [])
+        planmod.check_hook_paths(plan.hooks)
+        _prepare_security(plan, cfg)
+        mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user)
+        c.sd.make()
+        data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
+                "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
+                "annotations": cfg.get("annotations") or {}, "hooks": plan.hooks,
+                "config_path": opts.config or os.path.join(bundle, "config.json"),
+                "cgroup": mgr.to_state() if mgr is not None else None}
+        pid = 0
+        try:
+            c.sd.save(data)
+            if plan.wait_fifo:
+                os.mkfifo(c.sd.fifo, 0o622)
+            pid = c._spawn_and_serve(plan, data, mgr, opts)
+        except BaseException:
+            c._undo_create(pid, mgr)
+            raise
+        c.pid = pid
+        c._mgr = mgr
+        return c
+
+    def _spawn_and_serve(self, plan, data: dict, mgr, opts: CreateOptions) -> int:
+        from ocirun.sync import Sync
+        parent, child = Sync.pair()
+        dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = _spawn(plan, child, parent, dirfd, self.sd)
+        finally:
+            child.close()
+            os.close(dirfd)
+        self._sync = parent
+        data["pid"] = pid
+        try:
+            if mgr is not None:
+                mgr.create()
+                mgr.apply(plan.linux.get("resources") or {})
+            pid = self._serve(plan, data, mgr, pid)
+            data["pid"] = pid
+            data["start_time"] = proc_start_time(pid)
+            data.pop("status", None)
+            self.sd.save(data)
+            if opts.pid_file:
+                write_atomic(os.path.abspath(opts.pid_file), str(pid).encode())
+            parent.send("ok")
+        except BaseException:
+            parent.close()
+            self._sync = None
+            raise
+        if plan.wait_fifo:
+            parent.close()
+            self._sync = None
+        return pid
+
+    def _serve(self, plan, data: dict, mgr, pid: int) -> int:
+        """Answer the init's requests until it says "created"."""
+        import json
+        from ocirun.hooks import run_hooks
+        sync = self._sync
+        while True:
+            verb, payload, fds = sync.recv()
+            if verb == "created":
+                return pid
+            if verb == "maps":
+                from ocirun.linux.namespaces import write_id_maps
+                write_id_maps(pid, plan.uid_maps, plan.gid_maps)
+            elif verb == "pid":  # slow path: the real init is a second child
+                middle, pid = pid, int(payload)
+                os.waitpid(middle, 0)
+                data["pid"] = pid
+            elif verb == "join":
+                if mgr is not None:
+                    mgr.add_pid(pid)
+            elif verb == "hooks":
+                st = oci_state(data, "creating")
+                run_hooks(plan.hooks.get("prestart"), "prestart", st)
+                run_hooks(plan.hooks.get("createRuntime"), "createRuntime", st)
+            elif verb == "state":
+                sync.send("ok", json.dumps(oci_state(data, "creating")))
+                continue
+            elif verb == "seccomp":
+                from ocirun.linux import seccomp
+                try:
+                    seccomp.send_listener(plan.linux["seccomp"]["listenerPath"], fds[0],
+                                          oci_state(data, "creating"),
+                                          plan.linux["seccomp"].get("listenerMetadata", ""))
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            elif verb == "error":
+                raise OciError(payload.decode(errors="replace"))
+            elif verb == "":
+                raise OciError(_death_reason(pid))
+            else:
+                raise OciError(f"internal: unexpected message {verb!r} from the container init")
+            sync.send("ok")
+
+    def _undo_create(self, pid: int, mgr) -> None:
+        """Remove everything a failed create made (process, cgroup, state)."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        data = self.sd.load() or {}
+        pid = pid or data.get("pid", 0)
+        if pid:
+            _kill_and_reap(pid)
+        if mgr is not None:
+            try:
+                mgr.kill_all(9)
+                mgr.destroy()
+            except Exception as e:  # keep the original error; say what is left
+                log.warn(f"cleanup of cgroup failed: {e}")
+        self.sd.remove()
+
+    # -- start / run ------------------------------------------------------------
+    def start(self) -> None:
+        self.sd.lock()
+        data = self._data()
+        st = self.sd.status()
+        if st != "created":
+            raise StateError(f"cannot start a container that is {st}" if st != "stopped"
+                             else "cannot start a container that has stopped")
+        _release_init(self.sd.fifo, data["pid"])
+        from ocirun.hooks import run_hooks_warn
+        run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
+                       oci_state(data, "running"), log.warn)
+
+    def run_foreground(self, console=None) -> int:
+        """For `run`: release the init, forward signals, wait, clean up."""
+        data = self._data()
+        pid = self.pid
+        sync = self._sync
+        forward = _SignalForwarder(pid)
+        try:
+            sync.send("go")
+            verb, payload, _ = sync.recv()
+            sync.close()
+            self._sync = None
+            if verb == "error":
+                _kill_and_reap(pid)
+                raise OciError(payload.decode(errors="replace"))
+            from ocirun.hooks import run_hooks_warn
+            run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
+                           oci_state(data, "running"), log.warn)
+            status = forward.wait()
+        finally:
+            forward.restore()
+            self.delete(force=True)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+    # -- kill / delete ------------------------------------------------------------
+    def kill(self, sig: int = 15, all_processes: bool = False) -> None:
+        data = self._data()
+        st = self.sd.status()
+        if st == "stopped" or st == "creating":
+            raise StateError("container not running")
+        if all_processes:
+            mgr = cgroup_manager(data)
+            if mgr is not None:
+                mgr.kill_all(sig)
+                return
+        _signal_pid(data["pid"], data.get("start_time"), sig)
+
+    def delete(self, force: bool = False) -> None:
+        if not self.sd.exists():
+            raise ContainerNotFound(self.id)
+        self.sd.lock()
+        data = self.sd.load() or {"id": self.id, "pid": 0}
+        st = self.sd.status()
+        if st in ("running", "paused") and not force:
+            raise StateError(f"cannot delete container {self.id} that is not stopped: {st}")
+        mgr = cgroup_manager(data)
+        if st != "stopped" or (mgr is not None and mgr.pids()):
+            if st == "paused" and mgr is not None:
+                mgr.thaw()
+            pid = data.get("pid", 0)
+            if pid and st != "stopped":
+                _signal_pid(pid, data.get("start_time"), 9, missing_ok=True)
+                _wait_gone(pid)
+            if mgr is not None:
+                mgr.kill_all(9)
+        if mgr is not None:
+            try:
+                mgr.destroy()
+            except Exception as e:
+                raise OciError(f"cannot remove cgroup of {self.id}: {e}") from None
+        from ocirun.hooks import run_hooks_warn
+        run_hooks_warn((data.get("hooks") or {}).get("poststop"), "poststop",
+                       oci_state(data, "stopped"), log.warn)
+        self.sd.remove()
+
+
+# --- helpers (parent side) -----------------------------------------------------
+def _prepare_security(plan, cfg: dict) -> None:
+    """Parse capabilities, compile seccomp and check LSMs before the fork."""
+    proc = cfg["process"]
+    if proc.get("capabilities") is not None:
+        from ocirun.linux import caps
+        plan.process.caps = caps.parse(proc["capabilities"], "process.capabilities")
+        from ocirun.kernel import capability  # noqa: F401  (the init uses it after pivot_root)
+    sc = plan.linux.get("seccomp")
+    if sc is not None:
+        from ocirun.linux import seccomp
+        plan.process.seccomp = seccomp.compile(sc, "linux.seccomp")
+        from ocirun.kernel import seccomp as _kseccomp  # noqa: F401  (loaded before the fork)
+    if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
+        from ocirun.linux import lsm
+        lsm.check(proc, plan.linux)
+
+
+def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool):
+    if opts.cgroup_manager == "disabled":
+        return None
+    try:
+        from ocirun import cgroups
+    except ImportError:
+        if linux.get("resources"):
+            log.warn("cgroups are not available: linux.resources ignored")
+        return None
+    systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
+    return cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
+                               rootless=rootless or os.geteuid() != 0)
+
+
+def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:
+    """clone() the init with the planned namespaces; returns its pid."""
+    from ocirun import init  # noqa: F401  (its imports must happen before the fork)
+    from ocirun.kernel import syscalls as k
+    from ocirun.linux import namespaces as nsmod
+    ns = plan.ns
+    restore: list[tuple[int, int]] = []
+    try:
+        if ns.parent_pid_path:
+            restore.append((os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC),
+                            k.CLONE_NEWPID))
+            nsmod.join(ns.parent_pid_path, "pid")
+        if ns.parent_time_path or ns.new_time_in_parent:
+            restore.append((os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC),
+                            k.CLONE_NEWTIME))
+            if ns.parent_time_path:
+                nsmod.join(ns.parent_time_path, "time")
+            else:
+                k.unshare(k.CLONE_NEWTIME)
+                if plan.time_offsets:
+                    nsmod.write_time_offsets(plan.time_offsets)
+        import gc
+        gc.freeze()  # keep the child's copy-on-write pages few
+        pid = k.clone(ns.clone_flags)
+    except BaseException:
+        _restore_ns(restore)
+        raise
+    if pid == 0:
+        parent_sync.close()
+        sd.unlock()
+        from ocirun.init import child_main
+        child_main(plan, child_sync, state_dirfd)
+    _restore_ns(restore)
+    return pid
+
+
+def _restore_ns(restore: list[tuple[int, int]]) -> None:
+    from ocirun.kernel import syscalls as k
+    for fd, t in restore:
+        try:
+            k.setns(fd, t)
+        finally:
+            os.close(fd)
+
+
+def _death_reason(pid: int) -> str:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "container init exited unexpectedly"
+    if os.WIFSIGNALED(status):
+        return f"container init was killed by signal {os.WTERMSIG(status)} during create"
+    return f"container init exited with status {os.WEXITSTATUS(status)} during create"
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        _wait_gone(pid)
+
+
+def _signal_pid(pid: int, start_time, sig: int, missing_ok: bool = False) -> None:
+    """Signal the init through a pidfd, after checking it is still our process."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        if missing_ok:
+            return
+        raise StateError("container not running") from None
+    try:
+        if start_time is not None and proc_start_time(pid) != start_time:
+            if missing_ok:
+                return
+            raise StateError("container not running")
+        _signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        if not missing_ok:
+            raise StateError("container not running") from None
+    finally:
+        os.close(pidfd)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    import select
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
+def _release_init(fifo: str, pid: int) -> None:
+    """Open the exec fifo for reading: the init's blocked open returns, it
+    writes "0", execs, and its end closes at execve (EOF here)."""
+    import select
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StateError("cannot start a container that has already been started") from None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.close(fd)
+        raise StateError("cannot start a container that has stopped") from None
+    buf = b""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            events = dict(poller.poll())
+            if fd in events:
+                try:
+                    chunk = os.read(fd, 4096)
+                except BlockingIOError:
+                    chunk = None
+                if chunk == b"" and buf:
+                    break  # the init exec'd (or died): its end of the fifo closed
+                if chunk:
+                    buf += chunk
+                    continue
+            if pidfd in events and not buf:
+                raise OciError("container init exited before start")
+            if pidfd in events:
+                try:
+                    rest = os.read(fd, 4096)
+                except BlockingIOError:
+                    rest = b""
+                buf += rest
+                break
+    finally:
+        os.close(fd)
+        os.close(pidfd)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+    if buf[1:].startswith(b"error "):
+        raise OciError(buf[7:].decode(errors="replace"))
+
+
+class _SignalForwarder:
+    """Foreground run: signals sent to ocirun go to the container process."""
+
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+               "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGPIPE", "SIGALRM", "SIGURG",
+               "SIGPWR", "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGSYS",
+               "SIGTRAP", "SIGABRT")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.old = {}
+        for name in self.SIGNALS:
+            sig = getattr(_signal, name, None)
+            if sig is not None:
+                self.old[sig] = _signal.signal(sig, self._forward)
+
+    def _forward(self, sig, frame) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def wait(self) -> int:
+        while True:
+            try:
+                return os.waitpid(self.pid, 0)[1]
+            except InterruptedError:
+                continue
+
+    def restore(self) -> None:
+        for sig, h in self.old.items():
+            _signal.signal(sig, h)
+
+
+# --- module-level API -------------------------------------------------------------
+def create(cid: str, bundle: str = ".", root: str | None = None,
+           opts: CreateOptions | None = None) -> Container:
+    """Create a container and leave its init waiting for start."""
+    return Container.create(cid, bundle, root, opts)
+
+
+def start(cid: str, root: str | None = None) -> None:
+    Container(cid, root).start()
+
+
+def run(cid: str, bundle: str = ".", root: str | None = None,
+        opts: CreateOptions | None = None, detach: bool = False) -> int:
+    """create + start (+ wait and delete unless detached); returns the exit status."""
+    if detach:
+        c = Container.create(cid, bundle, root, opts)
+        try:
+            c.start()
+        except BaseException:
+            c.delete(force=True)
+            raise
+        return 0
+    c = Container.create(cid, bundle, root, opts, _foreground=True)
+    return c.run_foreground()
+
+
+def kill(cid: str, sig: int = 15, root: str | None = None, all_processes: bool = False) -> None:
+    Container(cid, root).kill(sig, all_processes)
+
+
+def delete(cid: str, root: str | None = None, force: bool = False) -> None:
+    Container(cid, root).delete(force)
+
+
+def state(cid: str, root: str | None = None) -> dict:
+    return Container(cid, root).state()
+
+
+def list_containers(root: str | None = None) -> list[dict]:
+    root = root or default_root()
+    out = []
+    for cid in list_ids(root):
+        try:
+            out.append(Container(cid, root).state())
+        except OciError:
+            continue
+    return out

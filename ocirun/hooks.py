@@ -1,0 +1,90 @@
+"""The six hook kinds (config.md "POSIX-platform Hooks").
+
+Each hook gets the container state JSON on stdin, its own args and env
+(and nothing else), and is killed after `timeout` seconds. Who runs which:
+  prestart, createRuntime   the runtime, in the runtime namespace, during create
+  createContainer           the init, in the container namespaces, before pivot_root
+  startContainer            the init, in the container, just before execve
+  poststart                 `start`, after the process has been executed
+  poststop                  `delete`
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ocirun.errors import OciError
+
+
+def run_hooks(hooks: list[dict] | None, kind: str, state: dict) -> None:
+    """Run hooks in order; the first failure raises OciError."""
+    if not hooks:
+        return
+    data = json.dumps(state).encode()
+    for i, h in enumerate(hooks):
+        run_one(h, data, f"{kind}[{i}]")
+
+
+def run_hooks_warn(hooks: list[dict] | None, kind: str, state: dict, log) -> None:
+    """poststart/poststop: a failure is a warning and the rest still run."""
+    if not hooks:
+        return
+    data = json.dumps(state).encode()
+    for i, h in enumerate(hooks):
+        try:
+            run_one(h, data, f"{kind}[{i}]")
+        except OciError as e:
+            log(f"warning: {e}")
+
+
+def run_one(hook: dict, stdin: bytes, where: str) -> None:
+    path = hook["path"]
+    args = hook.get("args") or [path]
+    env = hook.get("env") or []
+    timeout = hook.get("timeout")
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except OSError as e:
+        os.close(r)
+        os.close(w)
+        raise OciError(f"hook {where}: cannot fork: {e.strerror}") from None
+    if pid == 0:  # child: stdin from the pipe, stdout/stderr inherited
+        try:
+            os.dup2(r, 0)
+            os.execve(path, args, dict(e.split("=", 1) for e in env if "=" in e))
+        except OSError as e:
+            os.write(2, f"ocirun: hook {where} {path}: {e.strerror}\n".encode())
+        os._exit(127)
+    os.close(r)
+    try:
+        os.write(w, stdin)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(w)
+    status = _wait(pid, timeout)
+    if status is None:
+        raise OciError(f"hook {where} {path} timed out after {timeout}s")
+    if os.WIFSIGNALED(status):
+        raise OciError(f"hook {where} {path} was killed by signal {os.WTERMSIG(status)}")
+    code = os.WEXITSTATUS(status)
+    if code == 127 and not os.path.exists(path):
+        raise OciError(f"hook {where} {path}: no such file or directory")
+    if code:
+        raise OciError(f"hook {where} {path} exited with status {code}")
+
+
+def _wait(pid: int, timeout: int | None) -> int | None:
+    if timeout is None:
+        return os.waitpid(pid, 0)[1]
+    import select
+    pidfd = os.pidfd_open(pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+    finally:
+        os.close(pidfd)
+    return os.waitpid(pid, 0)[1]

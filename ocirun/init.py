@@ -1,0 +1,322 @@
+"""What the container's init does, step by step, from clone() to execve().
+
+Runs in the forked child. Every failure is sent to the parent as one line
+("error <text>") and the child exits; the parent cleans up. Order:
+
+ 1. namespaces (slow path: join by path, unshare, maybe a second fork)
+ 2. user namespace: wait for the parent to write the id maps
+ 3. mount namespace: propagation, the rootfs bound onto itself
+ 4. mounts in order (cgroup mounts deferred), devices, /dev symlinks
+ 5. join the cgroup, prestart/createRuntime hooks (parent), createContainer hooks
+ 6. cgroup namespace and the deferred cgroup mounts
+ 7. pivot_root (or MS_MOVE + chroot), sysctl, hostname, masked / read-only paths
+ 8. rlimits, oomScoreAdj, cwd, the executable looked up, user, capabilities,
+    no_new_privs, seccomp (as late as possible)
+ 9. "created"; wait for start (exec fifo, or the sync socket for `run`)
+10. startContainer hooks; close every fd but stdio (+ preserved); execve
+The cgroup is joined as late as the config allows (step 5 only if hooks or a
+cgroup mount need it, else just before "created"), so the pages this Python
+process touches while setting up are not charged to the container.
+"""
+from __future__ import annotations
+
+import os
+
+# Everything the init needs is imported here, before the fork: after
+# pivot_root the runtime's own files are out of reach.
+from ocirun import hooks
+from ocirun.errors import OciError
+from ocirun.kernel import syscalls as k
+from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod, process
+from ocirun.sync import Sync
+
+
+class Init:
+    __slots__ = ("plan", "sync", "state_dirfd", "joined", "rootfd", "state", "fifo_fd")
+
+    def __init__(self, plan, sync: Sync, state_dirfd: int) -> None:
+        self.plan = plan
+        self.sync = sync
+        self.state_dirfd = state_dirfd
+        self.joined = False
+        self.rootfd = -1
+        self.state: dict | None = None
+        self.fifo_fd = -1
+
+    # -- helpers ------------------------------------------------------------
+    def ask(self, verb: str, payload: bytes | str = b"") -> bytes:
+        self.sync.send(verb, payload)
+        return self.sync.expect("ok")
+
+    def join_cgroup(self) -> None:
+        if not self.joined:
+            self.joined = True
+            self.ask("join")
+
+    def get_state(self) -> dict:
+        if self.state is None:
+            import json
+            self.state = json.loads(self.ask("state"))
+        return self.state
+
+    # -- the sequence -------------------------------------------------------
+    def run(self):
+        plan = self.plan
+        k.prctl(k.PR_SET_PDEATHSIG, 9)
+        self.setup_namespaces(k)
+        self.setup_rootfs(k)
+        proc = plan.process
+        if plan.runtime_hooks:
+            self.join_cgroup()
+            self.ask("hooks")
+        if plan.hooks.get("createContainer"):
+            st = dict(self.get_state(), status="created")
+            hooks.run_hooks(plan.hooks["createContainer"], "createContainer", st)
+        if plan.mounts_later or plan.ns.new_cgroup:
+            self.join_cgroup()
+            if plan.ns.new_cgroup:
+                k.unshare(k.CLONE_NEWCGROUP)
+            self.mount_cgroups()
+        self.enter_root(k)
+        self.finish_rootfs(k)
+        process.set_rlimits(proc.rlimits)
+        process.set_oom_score_adj(proc.oom_score_adj)
+        if not plan.no_new_keyring:
+            try:
+                k.join_session_keyring(None)
+            except OSError:
+                pass  # keyrings may be unavailable (e.g. seccomp'd host); runc ignores too
+        try:
+            os.chdir(proc.cwd)
+            os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)
+        except OSError as e:
+            raise OciError(f"cannot chdir to {proc.cwd}: {e.strerror}") from None
+        if not proc.args:
+            raise OciError("process.args is empty")
+        env = process.build_env(proc.env, proc.uid)
+        exe = process.find_executable(proc.args[0], env)
+        self.drop_privileges(k, proc)
+        self.join_cgroup()
+        self.sync.send("created")
+        self.sync.expect("ok")
+        self.wait_for_start()
+        if plan.hooks.get("startContainer"):
+            hooks.run_hooks(plan.hooks["startContainer"], "startContainer",
+                      dict(self.get_state(), status="created"))
+        self.exec(k, exe, proc.args, env)
+
+    def setup_namespaces(self, k) -> None:
+        ns = self.plan.ns
+        if ns.slow:
+            if "user" in ns.paths:
+                nsmod.join(ns.paths["user"], "user")
+            for t in nsmod.JOIN_ORDER:
+                if t != "user" and t in ns.paths and not (t == "mount"):
+                    nsmod.join(ns.paths[t], t)
+            if ns.new_user:
+                k.unshare(k.CLONE_NEWUSER)
+                self.ask("maps")
+                self.become_root()
+            if ns.unshare_flags & ~k.CLONE_NEWUSER:
+                k.unshare(ns.unshare_flags & ~k.CLONE_NEWUSER)
+            if "mount" in ns.paths:
+                nsmod.join(ns.paths["mount"], "mount")
+            if ns.second_fork:
+                pidflags = (k.CLONE_NEWPID if "pid" in ns.new else 0) | \
+                           (k.CLONE_NEWTIME if "time" in ns.new else 0)
+                if "pid" in ns.paths:
+                    nsmod.join(ns.paths["pid"], "pid")
+                if "time" in ns.paths:
+                    nsmod.join(ns.paths["time"], "time")
+                if pidflags & k.CLONE_NEWTIME:
+                    k.unshare(k.CLONE_NEWTIME)
+                    if self.plan.time_offsets:
+                        nsmod.write_time_offsets(self.plan.time_offsets)
+                    pidflags &= ~k.CLONE_NEWTIME
+                pid = k.clone(pidflags | k.CLONE_PARENT)
+                if pid:
+                    self.sync.send("pid", str(pid))
+                    os._exit(0)
+                k.prctl(k.PR_SET_PDEATHSIG, 9)
+        else:
+            if ns.new_user:
+                self.ask("maps")
+                self.become_root()
+            if "mount" in ns.paths:
+                nsmod.join(ns.paths["mount"], "mount")
+
+    def become_root(self) -> None:
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError:
+            pass  # root is not mapped: keep the ids we have
+
+    def setup_rootfs(self, k) -> None:
+        plan = self.plan
+        k.mount(None, "/", None, k.MS_REC | (k.MS_PRIVATE if plan.propagation and
+                                              plan.propagation & k.MS_PRIVATE else k.MS_SLAVE))
+        try:
+            k.mount(plan.rootfs, plan.rootfs, None, k.MS_BIND | k.MS_REC)
+        except OSError as e:
+            raise OciError(f"cannot bind rootfs {plan.rootfs}: {e.strerror}") from None
+        self.rootfd = os.open(plan.rootfs, k.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        userns_fd = -1
+        for step in plan.mounts_now:
+            if step.uid_mappings or "idmap" in step.extra or "ridmap" in step.extra:
+                userns_fd = self.idmap_userns(step)
+            mounts.apply_mount(self.rootfd, step, userns_fd)
+            userns_fd = -1
+        devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
+        devices.create_symlinks(self.rootfd)
+        if plan.process.terminal or plan.console_socket:
+            self.setup_console()
+
+    def idmap_userns(self, step) -> int:
+        raise OciError(f"{step.path}: idmapped mounts are not supported yet")
+
+    def setup_console(self) -> None:
+        raise OciError("process.terminal: terminals are not supported yet")
+
+    def mount_cgroups(self) -> None:
+        for step in self.plan.mounts_later:
+            cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup)
+
+    def enter_root(self, k) -> None:
+        root = self.plan.rootfs
+        os.chdir(root)
+        if self.plan.no_pivot:
+            k.mount(root, "/", None, k.MS_MOVE)
+            os.chroot(".")
+        else:
+            try:
+                k.pivot_root(".", ".")
+            except OSError as e:
+                raise OciError(f"pivot_root {root}: {e.strerror}"
+                               " (use --no-pivot on a ramdisk rootfs)") from None
+            k.umount2(".", k.MNT_DETACH)
+        os.chdir("/")
+
+    def finish_rootfs(self, k) -> None:
+        plan = self.plan
+        if plan.propagation:
+            k.mount(None, "/", None, plan.propagation)
+        for key, value in plan.sysctl.items():
+            try:
+                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                    f.write(value)
+            except OSError as e:
+                raise OciError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
+        if plan.hostname is not None:
+            k.sethostname(plan.hostname)
+        if plan.domainname is not None:
+            k.setdomainname(plan.domainname)
+        for p in plan.masked:
+            mounts.mask_path(p)
+        for p in plan.readonly_paths:
+            mounts.readonly_path(p)
+        if plan.readonly:
+            mounts.remount_root_readonly()
+        if plan.process.umask is not None:
+            os.umask(plan.process.umask)
+        else:
+            os.umask(0o022)
+
+    def drop_privileges(self, k, proc) -> None:
+        caps = proc.caps
+        if caps is not None:
+            from ocirun.linux import caps as capmod  # loaded by the parent
+            capmod.drop_bounding(caps)
+            capmod.keep_caps()
+        process.switch_user(proc.uid, proc.gid, proc.additional_gids,
+                            in_userns_no_setgroups=False)
+        if caps is not None:
+            capmod.apply(caps)
+        elif proc.uid != 0:
+            pass  # the kernel drops root's capabilities with the uid change
+        # from here on a dead parent shows as EOF at the "created" handshake
+        k.prctl(k.PR_SET_PDEATHSIG, 0)
+        if proc.no_new_privs:
+            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        if proc.seccomp is not None:
+            from ocirun.linux import seccomp
+            fd = seccomp.load(proc.seccomp)
+            if fd is not None:
+                self.sync.send("seccomp", b"", [fd])
+                os.close(fd)
+                self.sync.expect("ok")
+
+    def wait_for_start(self) -> None:
+        if not self.plan.wait_fifo:
+            self.sync.expect("go")
+            return
+        import signal
+        # Until execve, the init is PID 1 and ignores unhandled signals: make
+        # `kill` of a created container behave as it would for the process.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, _die)
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.state_dirfd)
+        os.close(self.state_dirfd)
+        self.state_dirfd = -1
+        os.write(fd, b"0")
+        # keep fd: it closes at execve (O_CLOEXEC), which `start` waits for
+        self.fifo_fd = fd
+        self.sync.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+
+    def exec(self, k, exe: str, args: list[str], env: list[str]) -> None:
+        proc = self.plan.process
+        if proc.apparmor or proc.selinux:
+            from ocirun.linux import lsm
+            lsm.apply_exec_label(proc.cfg)
+        first = 3 + self.plan.preserve_fds
+        listen = 0
+        for e in env:
+            if e.startswith("LISTEN_FDS="):
+                try:
+                    listen = int(e[11:])
+                except ValueError:
+                    pass
+        first += listen
+        k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+        for fd in range(3, first):
+            try:
+                os.set_inheritable(fd, True)
+            except OSError:
+                pass
+        os.execve(exe, args, dict(e.split("=", 1) for e in env))
+
+
+def _die(signum, frame):
+    os._exit(128 + signum)
+
+
+def child_main(plan, sync: Sync, state_dirfd: int) -> None:
+    """Entry point in the cloned child; never returns."""
+    init = Init(plan, sync, state_dirfd)
+    try:
+        init.run()
+    except OciError as e:
+        _report(init, str(e))
+    except OSError as e:
+        _report(init, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+    except BaseException as e:  # a bug: still one line, with the type to find it
+        _report(init, f"internal error in container init: {type(e).__name__}: {e}")
+    os._exit(1)
+
+
+def _report(init: Init, msg: str) -> None:
+    try:
+        if init.fifo_fd >= 0:  # after start: `start` reads the error from the fifo
+            os.write(init.fifo_fd, f"error {msg}".encode())
+        else:
+            init.sync.send("error", msg)
+    except OSError:
+        # the channel is gone (after start): the caller's stderr is all we have
+        try:
+            os.write(2, f"ocirun: {msg}\n".encode())
+        except OSError:
+            pass

@@ -1,0 +1,106 @@
+"""/dev inside the container: the spec's default devices, linux.devices,
+and the standard symlinks. Device nodes are made with mknod, or bind-mounted
+from the host where a user namespace forbids mknod (as runc does)."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ocirun.errors import ConfigError, OciError
+from ocirun.linux import mounts
+
+# path, type, major, minor (mode 0666, root-owned) — runtime-spec config-linux.md
+DEFAULT_DEVICES = (
+    ("/dev/null", "c", 1, 3), ("/dev/zero", "c", 1, 5), ("/dev/full", "c", 1, 7),
+    ("/dev/random", "c", 1, 8), ("/dev/urandom", "c", 1, 9), ("/dev/tty", "c", 5, 0),
+)
+SYMLINKS = (
+    ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+    ("/proc/kcore", "/dev/core"), ("pts/ptmx", "/dev/ptmx"),
+)
+_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+class Device:
+    __slots__ = ("path", "mode", "major", "minor", "uid", "gid")
+
+    def __init__(self, path: str, mode: int, major: int, minor: int, uid: int, gid: int):
+        self.path, self.mode, self.major, self.minor = path, mode, major, minor
+        self.uid, self.gid = uid, gid
+
+
+def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
+    """Pure: the default devices (unless /dev is a host bind) plus linux.devices."""
+    out: dict[str, Device] = {}
+    if not dev_is_bound:
+        for path, t, ma, mi in DEFAULT_DEVICES:
+            out[path] = Device(path, _TYPES[t] | 0o666, ma, mi, 0, 0)
+    for i, d in enumerate(devices):
+        path = d["path"]
+        if not path.startswith("/dev/") or ".." in path.split("/"):
+            raise ConfigError(f"linux.devices[{i}].path", f"must be under /dev: {path!r}")
+        mode = d.get("fileMode")
+        out[path] = Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
+                           d.get("major", 0), d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
+    return list(out.values())
+
+
+def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool) -> None:
+    for d in devices:
+        parent, _, name = d.path.rpartition("/")
+        pfd = mounts.make_path(rootfd, parent, True)
+        try:
+            if bind_from_host:
+                _bind_device(rootfd, pfd, name, d)
+            else:
+                _mknod(pfd, name, d)
+        finally:
+            os.close(pfd)
+
+
+def _mknod(pfd: int, name: str, d: Device) -> None:
+    try:
+        os.unlink(name, dir_fd=pfd)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise OciError(f"cannot create device {d.path}: a directory is in the way") from None
+    old = os.umask(0)
+    try:
+        os.mknod(name, d.mode, os.makedev(d.major, d.minor), dir_fd=pfd)
+    except OSError as e:
+        raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
+    finally:
+        os.umask(old)
+    os.chown(name, d.uid, d.gid, dir_fd=pfd, follow_symlinks=False)
+
+
+def _bind_device(rootfd: int, pfd: int, name: str, d: Device) -> None:
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=pfd))
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise OciError(f"cannot create {d.path}: {e.strerror}") from None
+    tfd = mounts.resolve(rootfd, d.path)
+    try:
+        mounts.attach(mounts.bind_tree(d.path, False), tfd)
+    except OSError as e:
+        raise OciError(f"cannot bind device {d.path} from the host: {e.strerror}") from None
+    finally:
+        os.close(tfd)
+
+
+def create_symlinks(rootfd: int) -> None:
+    pfd = mounts.make_path(rootfd, "/dev", True)
+    try:
+        for target, link in SYMLINKS:
+            name = link[5:]
+            try:
+                os.symlink(target, name, dir_fd=pfd)
+            except FileExistsError:
+                pass
+    finally:
+        os.close(pfd)

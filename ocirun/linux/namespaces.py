@@ -1,0 +1,166 @@
+"""Namespaces: which to create and which to join, and how many forks it takes.
+
+Fast path (no namespace joined by path, except pid/time): one clone() with
+every CLONE_NEW* flag; the child is PID 1 of its new pid namespace at once
+and its namespaces are owned by its new user namespace. pid and time
+namespaces given by path are entered by the parent for its children only
+(setns for children) and left right after the clone.
+
+Slow path (a user namespace joined by path, or a new user namespace next to
+namespaces joined by path): the child joins the paths, unshares the new
+ones, and clones once more with CLONE_PARENT so the real init is still the
+runtime's child.
+"""
+from __future__ import annotations
+
+import os
+
+from ocirun.errors import ConfigError, OciError
+
+FLAGS = {"pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000,
+         "ipc": 0x08000000, "uts": 0x04000000, "user": 0x10000000,
+         "cgroup": 0x02000000, "time": 0x00000080}
+PROC_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+              "user": "user", "cgroup": "cgroup", "time": "time"}
+# join order: user first (it gives the capabilities for the rest), mount last
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "time", "cgroup", "mount")
+
+
+class NsPlan:
+    __slots__ = ("new", "paths", "clone_flags", "slow", "unshare_flags", "second_fork",
+                 "new_user", "new_cgroup", "parent_pid_path", "parent_time_path",
+                 "new_time_in_parent")
+
+    def __init__(self) -> None:
+        self.new: set[str] = set()
+        self.paths: dict[str, str] = {}
+        self.clone_flags = 0
+        self.unshare_flags = 0
+        self.slow = False
+        self.second_fork = False
+        self.new_user = False
+        self.new_cgroup = False
+        self.parent_pid_path: str | None = None
+        self.parent_time_path: str | None = None
+        self.new_time_in_parent = False
+
+
+def plan_namespaces(namespaces: list[dict]) -> NsPlan:
+    """Pure: decide clone flags, joins and forks from linux.namespaces."""
+    p = NsPlan()
+    for i, ns in enumerate(namespaces):
+        t = ns["type"]
+        if ns.get("path"):
+            p.paths[t] = ns["path"]
+        else:
+            p.new.add(t)
+    p.new_user = "user" in p.new
+    p.new_cgroup = "cgroup" in p.new
+    joined_other = set(p.paths) - {"pid", "time"}
+    p.slow = "user" in p.paths or (p.new_user and bool(joined_other))
+    new_flags = 0
+    for t in p.new:
+        if t != "cgroup":  # the cgroup namespace comes after the cgroup join
+            new_flags |= FLAGS[t]
+    if not p.slow:
+        # pid/time by path: the parent enters them for its children only
+        p.parent_pid_path = p.paths.get("pid")
+        p.parent_time_path = p.paths.get("time")
+        if "time" in p.new and not p.new_user:
+            # offsets must be written before any process is inside
+            p.new_time_in_parent = True
+            new_flags &= ~FLAGS["time"]
+        p.clone_flags = new_flags
+    else:
+        p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
+        p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or "pid" in p.paths
+    return p
+
+
+def check_paths(p: NsPlan, namespaces: list[dict]) -> None:
+    """Before fork: every namespace path exists and is of the right type."""
+    import fcntl
+    for i, ns in enumerate(namespaces):
+        path = ns.get("path")
+        if not path:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ConfigError(f"linux.namespaces[{i}].path", f"{path}: {e.strerror}") from None
+        try:
+            nstype = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE
+        except OSError:
+            raise ConfigError(f"linux.namespaces[{i}].path",
+                              f"{path} is not a namespace") from None
+        finally:
+            os.close(fd)
+        if nstype != FLAGS[ns["type"]]:
+            raise ConfigError(f"linux.namespaces[{i}].path",
+                              f"{path} is not a {ns['type']} namespace")
+
+
+def join(path: str, nstype: str) -> None:
+    from ocirun.kernel import syscalls as k
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        k.setns(fd, FLAGS[nstype])
+    except OSError as e:
+        raise OciError(f"cannot join {nstype} namespace {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
+    """Write uid_map/gid_map of a child's new user namespace from outside.
+    Needs root (or newuidmap/newgidmap for a non-root caller with several ranges)."""
+    def fmt(maps):
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+
+    if os.geteuid() != 0:
+        if _is_self_only(uid_maps, os.geteuid()) and _is_self_only(gid_maps, os.getegid()):
+            _write(f"/proc/{pid}/setgroups", "deny")
+        else:
+            _run_helper("newuidmap", pid, uid_maps)
+            _run_helper("newgidmap", pid, gid_maps)
+            return
+    if uid_maps:
+        _write(f"/proc/{pid}/uid_map", fmt(uid_maps))
+    if gid_maps:
+        _write(f"/proc/{pid}/gid_map", fmt(gid_maps))
+
+
+def _is_self_only(maps: list[dict], me: int) -> bool:
+    return len(maps) <= 1 and all(m["hostID"] == me and m["size"] == 1 for m in maps)
+
+
+def _run_helper(helper: str, pid: int, maps: list[dict]) -> None:
+    import subprocess
+    args = [helper, str(pid)]
+    for m in maps:
+        args += [str(m["containerID"]), str(m["hostID"]), str(m["size"])]
+    try:
+        r = subprocess.run(args, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise OciError(f"{helper} not found: needed to map several id ranges as non-root") from None
+    if r.returncode:
+        raise OciError(f"{helper}: {r.stderr.strip() or 'failed'}")
+
+
+def _write(path: str, data: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        what = os.path.basename(path)
+        raise OciError(f"cannot write {what} ({data.strip()!r}): {e.strerror}") from None
+
+
+def write_time_offsets(offsets: dict) -> None:
+    """linux.timeOffsets into the time namespace our children will enter."""
+    lines = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n"
+                    for clock, o in offsets.items())
+    _write("/proc/self/timens_offsets", lines)

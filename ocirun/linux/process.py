@@ -1,0 +1,103 @@
+"""The container process: rlimits, user and groups, environment, the
+executable lookup and the final execve."""
+from __future__ import annotations
+
+import os
+import resource
+import stat
+
+from ocirun.errors import OciError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def set_rlimits(rlimits: list[dict]) -> None:
+    if not rlimits:
+        return
+    for r in rlimits:
+        num = getattr(resource, r["type"], None)
+        if num is None:
+            raise OciError(f"rlimit {r['type']} is not known to this kernel")
+        soft, hard = r["soft"], r["hard"]
+        inf = resource.RLIM_INFINITY
+        soft = inf if soft >= (1 << 64) - 1 else soft
+        hard = inf if hard >= (1 << 64) - 1 else hard
+        try:
+            resource.setrlimit(num, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
+                           f"{getattr(e, 'strerror', None) or e}") from None
+
+
+def set_oom_score_adj(value: int | None) -> None:
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise OciError(f"cannot set oomScoreAdj {value}: {e.strerror}") from None
+
+
+def switch_user(uid: int, gid: int, additional: list[int], in_userns_no_setgroups: bool) -> None:
+    """setgroups, then gid, then uid (the order that keeps the right to change)."""
+    try:
+        if not in_userns_no_setgroups:
+            os.setgroups(additional)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise OciError(f"cannot change to uid {uid} gid {gid}: {e.strerror}"
+                       " (is the id mapped in the user namespace?)") from None
+
+
+def home_of(uid: int) -> str:
+    """HOME for uid from the container's /etc/passwd (runc sets it if unset)."""
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for line in f:
+                parts = line.decode(errors="replace").rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def build_env(env: list[str], uid: int) -> list[str]:
+    out = list(env)
+    if not any(e.startswith("HOME=") for e in env):
+        out.append("HOME=" + home_of(uid))
+    return out
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """Resolve args[0] like execvp, inside the container's root (runc's wording)."""
+    if "/" in name:
+        _check_exec(name, name)
+        return name
+    path = DEFAULT_PATH
+    for e in env:
+        if e.startswith("PATH="):
+            path = e[5:]
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        try:
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand
+        except OSError:
+            continue
+    raise OciError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _check_exec(path: str, name: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise OciError(f'exec: "{name}": stat {path}: no such file or directory') from None
+    except OSError as e:
+        raise OciError(f'exec: "{name}": {e.strerror}') from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OciError(f'exec: "{name}": is a directory')
+    if not os.access(path, os.X_OK):
+        raise OciError(f'exec: "{name}": permission denied')

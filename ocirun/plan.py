@@ -1,0 +1,141 @@
+"""Pure functions: a validated config -> InitPlan, everything the container's
+init needs, parsed and checked before any fork. The init (init.py) only
+executes the plan, so a bad config fails before anything exists, and the
+forked child does as little Python work as possible."""
+from __future__ import annotations
+
+import os
+
+from ocirun.errors import ConfigError, NotSupported
+from ocirun.linux import devices, mounts, namespaces
+
+# sysctls that are namespaced, and by which namespace (as runc checks them)
+_SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+               "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+class ProcessPlan:
+    __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
+                 "oom_score_adj", "no_new_privs", "terminal", "console_size", "caps",
+                 "seccomp", "apparmor", "selinux", "cfg")
+
+
+class InitPlan:
+    __slots__ = ("rootfs", "readonly", "propagation", "ns", "uid_maps", "gid_maps",
+                 "time_offsets", "mounts_now", "mounts_later", "devices", "bind_devices",
+                 "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
+                 "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
+                 "wait_fifo", "cgroup_join", "has_mount_ns", "mount_label", "console_socket",
+                 "linux")
+
+
+def build_process(proc: dict, base: str = "process") -> ProcessPlan:
+    p = ProcessPlan()
+    p.cfg = proc
+    p.args = proc.get("args") or []
+    p.env = proc.get("env") or []
+    p.cwd = proc.get("cwd") or "/"
+    user = proc.get("user") or {}
+    p.uid = user.get("uid", 0)
+    p.gid = user.get("gid", 0)
+    p.additional_gids = user.get("additionalGids") or []
+    p.umask = user.get("umask")
+    p.rlimits = proc.get("rlimits") or []
+    p.oom_score_adj = proc.get("oomScoreAdj")
+    p.no_new_privs = bool(proc.get("noNewPrivileges"))
+    p.terminal = bool(proc.get("terminal"))
+    cs = proc.get("consoleSize")
+    p.console_size = (cs["height"], cs["width"]) if cs else None
+    p.caps = None
+    p.seccomp = None
+    p.apparmor = proc.get("apparmorProfile")
+    p.selinux = proc.get("selinuxLabel")
+    if proc.get("commandLine") is not None:
+        raise NotSupported(f"{base}.commandLine", "commandLine (Windows only)")
+    return p
+
+
+def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: bool = False,
+          preserve_fds: int = 0, wait_fifo: bool = True) -> InitPlan:
+    """Turn config.json into an InitPlan; raises ConfigError on anything unusable."""
+    plan = InitPlan()
+    root = cfg.get("root")
+    if root is None:
+        raise ConfigError("root", "is required to create a container")
+    rootfs = root["path"]
+    if not rootfs.startswith("/"):
+        rootfs = os.path.join(bundle, rootfs)
+    rootfs = os.path.realpath(rootfs)
+    if not os.path.isdir(rootfs):
+        raise ConfigError("root.path", f"rootfs {rootfs} does not exist or is not a directory")
+    plan.rootfs = rootfs
+    plan.readonly = bool(root.get("readonly"))
+    linux = cfg.get("linux") or {}
+    plan.linux = linux
+    prop = linux.get("rootfsPropagation")
+    from ocirun.spec import PROPAGATIONS
+    plan.propagation = PROPAGATIONS[prop] if prop else None
+    nslist = linux.get("namespaces") or []
+    plan.ns = namespaces.plan_namespaces(nslist)
+    plan.has_mount_ns = "mount" in plan.ns.new or "mount" in plan.ns.paths
+    if not plan.has_mount_ns:
+        raise NotSupported("linux.namespaces", "a container without a mount namespace")
+    plan.uid_maps = linux.get("uidMappings") or []
+    plan.gid_maps = linux.get("gidMappings") or []
+    if plan.ns.new_user and not (plan.uid_maps and plan.gid_maps):
+        raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+    plan.time_offsets = linux.get("timeOffsets")
+    steps = mounts.plan_mounts(cfg.get("mounts") or [], bundle)
+    plan.mounts_now, plan.mounts_later = mounts.split_deferred(steps)
+    dev_bound = any(s.bind and s.dest == "/dev" for s in steps)
+    plan.devices = devices.plan_devices(linux.get("devices") or [], dev_bound)
+    plan.bind_devices = plan.ns.new_user or "user" in plan.ns.paths
+    plan.masked = linux.get("maskedPaths") or []
+    plan.readonly_paths = linux.get("readonlyPaths") or []
+    plan.hostname = cfg.get("hostname")
+    plan.domainname = cfg.get("domainname")
+    uts = "uts" in plan.ns.new or "uts" in plan.ns.paths
+    if (plan.hostname or plan.domainname) and not uts:
+        raise ConfigError("hostname", "setting a hostname needs a uts namespace")
+    plan.sysctl = linux.get("sysctl") or {}
+    _check_sysctl(plan.sysctl, plan.ns)
+    proc = cfg.get("process")
+    if proc is None:
+        raise ConfigError("process", "is required to create a container")
+    plan.process = build_process(proc)
+    hooks = cfg.get("hooks") or {}
+    plan.hooks = hooks
+    plan.runtime_hooks = bool(hooks.get("prestart") or hooks.get("createRuntime"))
+    plan.no_pivot = no_pivot
+    plan.no_new_keyring = no_new_keyring
+    plan.preserve_fds = preserve_fds
+    plan.wait_fifo = wait_fifo
+    plan.cgroup_join = True
+    plan.mount_label = linux.get("mountLabel")
+    plan.console_socket = None
+    return plan
+
+
+def _check_sysctl(sysctl: dict, ns) -> None:
+    have = ns.new | set(ns.paths)
+    for k in sysctl:
+        if k in _SYSCTL_IPC or k.startswith("fs.mqueue."):
+            if "ipc" not in have:
+                raise ConfigError(f"linux.sysctl.{k}", "needs an ipc namespace")
+        elif k.startswith("net."):
+            if "network" not in have:
+                raise ConfigError(f"linux.sysctl.{k}", "needs a network namespace")
+        elif k in ("kernel.hostname", "kernel.domainname"):
+            if "uts" not in have:
+                raise ConfigError(f"linux.sysctl.{k}", "needs a uts namespace")
+        else:
+            raise ConfigError(f"linux.sysctl.{k}", "is not namespaced: refusing to change the host")
+
+
+def check_hook_paths(hooks: dict) -> None:
+    """Hooks run in the runtime namespace must exist before we create anything."""
+    for kind in ("prestart", "createRuntime", "createContainer", "poststart", "poststop"):
+        for i, h in enumerate(hooks.get(kind) or []):
+            if not os.path.exists(h["path"]):
+                raise ConfigError(f"hooks.{kind}[{i}].path", f"{h['path']}: no such file")
+

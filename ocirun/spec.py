@@ -1,0 +1,310 @@
+"""config.json: load it and check every field ocirun reads, with JSON paths.
+
+Validation is hand-written (no jsonschema: it is slow to import) and follows
+the runtime-spec schema: a wrong type, a missing required field or an
+unknown enum value raises ConfigError("linux.namespaces[2].type", ...).
+Fields that the spec defines but ocirun does not implement raise
+NotSupported, so a config is never half-honoured in silence.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ocirun.errors import ConfigError, NotSupported
+
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean",
+               list: "an array", dict: "an object", float: "a number"}
+
+
+class Checker:
+    """Typed accessors that raise ConfigError naming the JSON path."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, file: str = "config.json") -> None:
+        self.file = file
+
+    def fail(self, path: str, msg: str) -> ConfigError:
+        return ConfigError(path, msg, self.file)
+
+    def typed(self, value, typ, path: str):
+        if typ is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif typ is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, typ)
+        if not ok:
+            raise self.fail(path, f"must be {_TYPE_NAMES[typ]}, got {_json_type(value)}")
+        return value
+
+    def get(self, obj: dict, key: str, typ, path: str, default=None, required=False):
+        if key not in obj or obj[key] is None:
+            if required:
+                raise self.fail(_join(path, key), "is required")
+            return default
+        return self.typed(obj[key], typ, _join(path, key))
+
+    def uint(self, obj: dict, key: str, path: str, default=None, bits: int = 32,
+             required: bool = False):
+        v = self.get(obj, key, int, path, default, required)
+        if v is not None and not 0 <= v < (1 << bits):
+            raise self.fail(_join(path, key), f"must be between 0 and {(1 << bits) - 1}")
+        return v
+
+    def strlist(self, obj: dict, key: str, path: str) -> list[str]:
+        v = self.get(obj, key, list, path, [])
+        p = _join(path, key)
+        for i, s in enumerate(v):
+            self.typed(s, str, f"{p}[{i}]")
+        return v
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _json_type(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def load(bundle: str, config_path: str | None = None) -> dict:
+    """Read and validate the bundle's config; return the parsed dict."""
+    path = config_path or os.path.join(bundle, "config.json")
+    name = os.path.basename(path) if config_path else "config.json"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError("", f"cannot read {path}: no such file", name) from None
+    except OSError as e:
+        raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
+    try:
+        cfg = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError("", f"malformed JSON: {_json_error(e)}", name) from None
+    validate(cfg, Checker(name))
+    return cfg
+
+
+def _json_error(e: Exception) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg} at line {e.lineno} column {e.colno}"
+    if isinstance(e, UnicodeDecodeError):
+        return "not valid UTF-8"
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e)
+
+
+def validate(cfg, c: Checker) -> None:
+    """Check the whole config (types, required fields, enums)."""
+    if not isinstance(cfg, dict):
+        raise c.fail("", f"must be a JSON object, got {_json_type(cfg)}")
+    c.get(cfg, "ociVersion", str, "", required=True)
+    root = c.get(cfg, "root", dict, "")
+    if root is not None:
+        c.get(root, "path", str, "root", required=True)
+        c.get(root, "readonly", bool, "root")
+    c.get(cfg, "hostname", str, "")
+    c.get(cfg, "domainname", str, "")
+    ann = c.get(cfg, "annotations", dict, "", {})
+    for k, v in ann.items():
+        c.typed(v, str, f"annotations.{k}")
+    for i, m in enumerate(c.get(cfg, "mounts", list, "", [])):
+        check_mount(m, f"mounts[{i}]", c)
+    proc = c.get(cfg, "process", dict, "")
+    if proc is not None:
+        check_process(proc, "process", c)
+    hooks = c.get(cfg, "hooks", dict, "")
+    if hooks is not None:
+        for kind, lst in hooks.items():
+            if kind not in HOOK_KINDS:
+                raise c.fail(f"hooks.{kind}", "unknown hook kind")
+            c.typed(lst, list, f"hooks.{kind}")
+            for i, h in enumerate(lst):
+                check_hook(h, f"hooks.{kind}[{i}]", c)
+    linux = c.get(cfg, "linux", dict, "")
+    if linux is not None:
+        check_linux(linux, c)
+    for os_key in ("windows", "solaris", "vm", "zos", "freebsd"):
+        if cfg.get(os_key) is not None:
+            raise NotSupported(os_key, f"{os_key} containers (this runtime runs Linux containers)",
+                               c.file)
+
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer",
+              "poststart", "poststop")
+
+
+def check_hook(h, path: str, c: Checker) -> None:
+    c.typed(h, dict, path)
+    p = c.get(h, "path", str, path, required=True)
+    if not p.startswith("/"):
+        raise c.fail(f"{path}.path", f"must be an absolute path, got {p!r}")
+    c.strlist(h, "args", path)
+    c.strlist(h, "env", path)
+    t = c.get(h, "timeout", int, path)
+    if t is not None and t < 1:
+        raise c.fail(f"{path}.timeout", "must be greater than zero")
+
+
+def check_mount(m, path: str, c: Checker) -> None:
+    c.typed(m, dict, path)
+    c.get(m, "destination", str, path, required=True)
+    c.get(m, "type", str, path)
+    c.get(m, "source", str, path)
+    c.strlist(m, "options", path)
+    for key in ("uidMappings", "gidMappings"):
+        for i, idm in enumerate(c.get(m, key, list, path, [])):
+            check_idmap(idm, f"{path}.{key}[{i}]", c)
+
+
+def check_idmap(idm, path: str, c: Checker) -> None:
+    c.typed(idm, dict, path)
+    for k in ("containerID", "hostID", "size"):
+        c.uint(idm, k, path, required=True)
+
+
+RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
+           "RLIMIT_LOCKS", "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",
+           "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS", "RLIMIT_RTPRIO",
+           "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK")
+
+
+def check_process(proc, path: str, c: Checker, exec_process: bool = False) -> None:
+    c.typed(proc, dict, path)
+    args = c.strlist(proc, "args", path)
+    if not args and proc.get("commandLine") is None:
+        raise c.fail(f"{path}.args", "must name the program to run")
+    c.get(proc, "cwd", str, path, required=not exec_process)
+    cwd = proc.get("cwd")
+    if cwd is not None and not cwd.startswith("/"):
+        raise c.fail(f"{path}.cwd", f"must be an absolute path, got {cwd!r}")
+    for i, e in enumerate(c.strlist(proc, "env", path)):
+        if "=" not in e:
+            raise c.fail(f"{path}.env[{i}]", f"must be KEY=VALUE, got {e!r}")
+    c.get(proc, "terminal", bool, path)
+    cs = c.get(proc, "consoleSize", dict, path)
+    if cs is not None:
+        c.uint(cs, "height", f"{path}.consoleSize", required=True)
+        c.uint(cs, "width", f"{path}.consoleSize", required=True)
+    user = c.get(proc, "user", dict, path, required=not exec_process)
+    if user is not None:
+        up = f"{path}.user"
+        c.uint(user, "uid", up, required=True)
+        c.uint(user, "gid", up, required=True)
+        c.uint(user, "umask", up)
+        for i, g in enumerate(c.get(user, "additionalGids", list, up, [])):
+            c.uint({"g": g}, "g", f"{up}.additionalGids[{i}]")
+    caps = c.get(proc, "capabilities", dict, path)
+    if caps is not None:
+        for k, v in caps.items():
+            if k not in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+                raise c.fail(f"{path}.capabilities.{k}", "unknown capability set")
+            c.strlist(caps, k, f"{path}.capabilities")
+    seen = set()
+    for i, r in enumerate(c.get(proc, "rlimits", list, path, [])):
+        rp = f"{path}.rlimits[{i}]"
+        c.typed(r, dict, rp)
+        t = c.get(r, "type", str, rp, required=True)
+        if t not in RLIMITS:
+            raise c.fail(f"{rp}.type", f"unknown rlimit {t!r}")
+        if t in seen:
+            raise c.fail(f"{rp}.type", f"duplicate rlimit {t!r}")
+        seen.add(t)
+        soft = c.uint(r, "soft", rp, required=True, bits=64)
+        hard = c.uint(r, "hard", rp, required=True, bits=64)
+        if soft > hard:
+            raise c.fail(rp, f"soft limit {soft} is greater than hard limit {hard}")
+    c.get(proc, "noNewPrivileges", bool, path)
+    c.get(proc, "apparmorProfile", str, path)
+    c.get(proc, "selinuxLabel", str, path)
+    oom = c.get(proc, "oomScoreAdj", int, path)
+    if oom is not None and not -1000 <= oom <= 1000:
+        raise c.fail(f"{path}.oomScoreAdj", "must be between -1000 and 1000")
+
+
+def check_linux(linux: dict, c: Checker) -> None:
+    seen = set()
+    for i, ns in enumerate(c.get(linux, "namespaces", list, "linux", [])):
+        p = f"linux.namespaces[{i}]"
+        c.typed(ns, dict, p)
+        t = c.get(ns, "type", str, p, required=True)
+        if t not in NAMESPACES:
+            raise c.fail(f"{p}.type", f"unknown namespace {t!r}".replace("'", '"'))
+        if t in seen:
+            raise c.fail(f"{p}.type", f'duplicate namespace "{t}"')
+        seen.add(t)
+        nsp = c.get(ns, "path", str, p)
+        if nsp is not None and not nsp.startswith("/"):
+            raise c.fail(f"{p}.path", f"must be an absolute path, got {nsp!r}")
+    for key in ("uidMappings", "gidMappings"):
+        for i, idm in enumerate(c.get(linux, key, list, "linux", [])):
+            check_idmap(idm, f"linux.{key}[{i}]", c)
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
+        raise c.fail("linux.uidMappings", "mappings need a user namespace")
+    for key in ("maskedPaths", "readonlyPaths"):
+        for i, p in enumerate(c.strlist(linux, key, "linux")):
+            if not p.startswith("/"):
+                raise c.fail(f"linux.{key}[{i}]", f"must be an absolute path, got {p!r}")
+    sysctl = c.get(linux, "sysctl", dict, "linux", {})
+    for k, v in sysctl.items():
+        c.typed(v, str, f"linux.sysctl.{k}")
+        if "/" in k or ".." in k.split("."):
+            raise c.fail(f"linux.sysctl.{k}", "invalid sysctl name")
+    for i, d in enumerate(c.get(linux, "devices", list, "linux", [])):
+        p = f"linux.devices[{i}]"
+        c.typed(d, dict, p)
+        c.get(d, "path", str, p, required=True)
+        t = c.get(d, "type", str, p, required=True)
+        if t not in ("c", "b", "u", "p"):
+            raise c.fail(f"{p}.type", f"unknown device type {t!r}")
+        if t != "p":
+            c.get(d, "major", int, p, required=True)
+            c.get(d, "minor", int, p, required=True)
+        c.uint(d, "fileMode", p)
+        c.uint(d, "uid", p)
+        c.uint(d, "gid", p)
+    c.get(linux, "cgroupsPath", str, "linux")
+    c.get(linux, "resources", dict, "linux")
+    prop = c.get(linux, "rootfsPropagation", str, "linux")
+    if prop is not None and prop not in PROPAGATIONS:
+        raise c.fail("linux.rootfsPropagation", f"unknown propagation {prop!r}")
+    offsets = c.get(linux, "timeOffsets", dict, "linux")
+    if offsets is not None:
+        if "time" not in seen:
+            raise c.fail("linux.timeOffsets", "needs a time namespace")
+        for clock, off in offsets.items():
+            p = f"linux.timeOffsets.{clock}"
+            if clock not in ("boottime", "monotonic"):
+                raise c.fail(p, "unknown clock (boottime or monotonic)")
+            c.typed(off, dict, p)
+            c.get(off, "secs", int, p)
+            n = c.uint(off, "nanosecs", p)
+            if n is not None and n >= 10 ** 9:
+                raise c.fail(f"{p}.nanosecs", "must be below 1000000000")
+    c.get(linux, "seccomp", dict, "linux")
+    c.get(linux, "mountLabel", str, "linux")
+    c.get(linux, "personality", dict, "linux")
+    if linux.get("intelRdt") is not None:
+        raise NotSupported("linux.intelRdt", "Intel RDT", c.file)
+
+
+PROPAGATIONS = {"shared": 1 << 20, "slave": 1 << 19, "private": 1 << 18,
+                "unbindable": 1 << 17, "rshared": (1 << 20) | 16384,
+                "rslave": (1 << 19) | 16384, "rprivate": (1 << 18) | 16384,
+                "runbindable": (1 << 17) | 16384}

@@ -1,0 +1,181 @@
+"""The state directory <root>/<id>/ and the container's true status.
+
+Layout of a container's directory:
+  state.json   written once, atomically, when `create` has succeeded
+  exec.fifo    exists while the container is `created`; `start` removes it
+  (the dir itself is flock()ed by every command that changes the container)
+
+Status is derived from the live process, never trusted from a file: the
+init pid plus its start time (field 22 of /proc/<pid>/stat) identify the
+process across pid reuse; a directory without state.json is `creating`
+while its creator still holds the lock, else the leftover of a dead runtime.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from ocirun.errors import ContainerNotFound, OciError
+
+DEFAULT_ROOT = "/run/ocirun"
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+MAX_ID = 1024
+
+
+def default_root() -> str:
+    if os.geteuid() != 0:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg:
+            return os.path.join(xdg, "ocirun")
+    return DEFAULT_ROOT
+
+
+def check_id(cid: str) -> None:
+    """Container ids are used as path components: refuse anything that could
+    traverse or confuse (same character set as runc)."""
+    if not cid:
+        raise OciError("invalid container id: it is empty")
+    if len(cid) > MAX_ID:
+        raise OciError(f"invalid container id: longer than {MAX_ID} characters")
+    if cid in (".", "..") or not all(ch.isascii() and (ch.isalnum() or ch in "_+-.")
+                                      for ch in cid):
+        raise OciError(f"invalid container id {cid!r}: use letters, digits and _ + - .")
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of pid in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Readers see the old file or the whole new one, never a part."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+class StateDir:
+    """One container's directory under the runtime root."""
+
+    __slots__ = ("root", "id", "path", "_lockfd", "_data")
+
+    def __init__(self, root: str, cid: str) -> None:
+        check_id(cid)
+        self.root = root
+        self.id = cid
+        self.path = os.path.join(root, cid)
+        self._lockfd = -1
+        self._data: dict | None = None
+
+    # -- lifetime -----------------------------------------------------------
+    def make(self) -> None:
+        """Create the directory; mkdir is the atomic 'id is free' test."""
+        from ocirun.errors import ContainerExists
+        try:
+            os.makedirs(self.root, 0o711, exist_ok=True)
+        except OSError as e:
+            raise OciError(f"cannot create state root {self.root}: {e.strerror}") from None
+        try:
+            os.mkdir(self.path, 0o711)
+        except FileExistsError:
+            raise ContainerExists(self.id) from None
+        except OSError as e:
+            raise OciError(f"cannot create state dir {self.path}: {e.strerror}") from None
+        self.lock()
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def lock(self, blocking: bool = True) -> bool:
+        if self._lockfd < 0:
+            try:
+                self._lockfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise ContainerNotFound(self.id) from None
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def unlock(self) -> None:
+        if self._lockfd >= 0:
+            os.close(self._lockfd)
+            self._lockfd = -1
+
+    def remove(self) -> None:
+        import shutil
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()
+
+    # -- content ------------------------------------------------------------
+    def save(self, data: dict) -> None:
+        self._data = data
+        write_atomic(os.path.join(self.path, STATE_FILE),
+                     json.dumps(data, separators=(",", ":")).encode())
+
+    def load(self) -> dict | None:
+        """The saved state, or None while (or if) create has not finished."""
+        if self._data is None:
+            try:
+                with open(os.path.join(self.path, STATE_FILE), "rb") as f:
+                    self._data = json.loads(f.read())
+            except FileNotFoundError:
+                if not os.path.isdir(self.path):
+                    raise ContainerNotFound(self.id) from None
+                return None
+            except ValueError:
+                return None
+        return self._data
+
+    @property
+    def fifo(self) -> str:
+        return os.path.join(self.path, FIFO)
+
+    def status(self) -> str:
+        data = self.load()
+        if data is None or data.get("status") == "creating":
+            # create still running (it holds the lock) or died half way
+            if self._lockfd >= 0:
+                return "stopped"
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return "stopped"
+            except BlockingIOError:
+                return "creating"
+            finally:
+                os.close(fd)
+        pid = data.get("pid", 0)
+        if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        if data.get("cgroup"):
+            from ocirun.container import cgroup_manager
+            mgr = cgroup_manager(data)
+            if mgr is not None and mgr.frozen():
+                return "paused"
+        return "running"
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.isdir(os.path.join(root, n)) and not n.startswith("."))
