@@ -357,15 +357,51 @@ def sweep_cgroups(prefix: str) -> list[str]:
                 continue
             d = os.path.join(base, name)
             if base == UNIFIED and not os.path.ismount(UNIFIED):
-                for fn in os.listdir(d):      # tmpfs, not cgroupfs
-                    if os.path.isfile(os.path.join(d, fn)):
-                        os.unlink(os.path.join(d, fn))
+                try:
+                    for fn in os.listdir(d):      # tmpfs, not cgroupfs
+                        if os.path.isfile(os.path.join(d, fn)):
+                            os.unlink(os.path.join(d, fn))
+                    os.rmdir(d)
+                    done.append(f"stray {d}")
+                except OSError as e:
+                    done.append(f"rm {d}: {e.strerror}")
+                continue
             try:
-                os.rmdir(d)
+                _rmdir_cgroup(d)
                 done.append(f"rmdir {d}")
             except OSError as e:
                 done.append(f"rmdir {d}: {e.strerror}")
     return done
+
+
+def _rmdir_cgroup(d: str) -> None:
+    """rmdir a cgroup of OUR container (the name carries our unique prefix);
+    if processes are still in it (a runtime killed mid-create), kill them."""
+    try:
+        os.rmdir(d)
+        return
+    except OSError as e:
+        if e.errno != 16:   # EBUSY
+            raise
+    for _ in range(50):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.rmdir(d)
+            return
+        except OSError as e:
+            if e.errno != 16:
+                raise
+        time.sleep(0.02)
+    os.rmdir(d)
 
 
 TASKS = {f.__name__[5:]: f for f in (task_run, task_rss, task_rss_floor, task_cycle, task_create_start,
@@ -402,6 +438,7 @@ class Helper:
              os.path.abspath(__file__), "--_helper", host_ns],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV,
             start_new_session=True, text=True, bufsize=1)
+        self.pending = 0
         hello = self.proc.stdout.readline()
         if not hello.startswith('{"ready"'):
             self.close()
@@ -410,14 +447,21 @@ class Helper:
     def call(self, task: str, **kw):
         if self.proc.poll() is not None:
             raise BenchError("crun helper exited")
+        while self.pending:       # answer to a call we were interrupted in
+            self._readline()
         self.proc.stdin.write(json.dumps({"task": task, "kw": kw}) + "\n")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise BenchError("crun helper exited")
-        msg = json.loads(line)
+        self.pending += 1
+        msg = json.loads(self._readline())
         if "exc" in msg:
             raise BenchError(msg["exc"])
         return msg["ret"]
+
+    def _readline(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise BenchError("crun helper exited")
+        self.pending -= 1
+        return line
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -856,7 +900,7 @@ class Bench:
         except BenchError as e:
             print(f"  cleanup {rt.name}: {e}", flush=True)
             return
-        stray = [ln for ln in lines if ln.startswith(f"rmdir {UNIFIED}/") and ":" not in ln]
+        stray = [ln for ln in lines if ln.startswith("stray ")]
         for line in lines:
             if self.args.verbose or line not in stray:
                 print(f"  cleanup {rt.name}: {line}", flush=True)
@@ -1145,6 +1189,7 @@ def main(argv: list[str]) -> int:
     def on_term(*_):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     t0 = time.perf_counter()
     interrupted = False
     try:
