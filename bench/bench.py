@@ -520,9 +520,10 @@ def one_line(err: str) -> str:
 class Runtime:
     def __init__(self, name: str, argv: list[str], root: str, scratch: str, ex) -> None:
         self.name, self.argv, self.root, self.scratch, self.ex = name, argv, root, scratch, ex
-        self.ok = True
+        self.ok = True          # False: skipped for the rest of this phase
         self.error = ""
-        self.n = 0
+        self.errors: dict[str, str] = {}   # phase -> one-line error
+        self.phase = "setup"
 
     @property
     def rt(self) -> dict:
@@ -535,7 +536,8 @@ class Runtime:
         if self.ok:
             self.ok = False
             self.error = f"{what}: {one_line(err)}"
-            print(f"  !! {self.name}: {self.error} -- skipped from here on", flush=True)
+            self.errors[self.phase] = self.error
+            print(f"  !! {self.name}: {self.error} -- skipped in this phase", flush=True)
 
 
 class Bench:
@@ -874,6 +876,18 @@ class Bench:
                                capture_output=True, text=True, env=ENV, timeout=60)
             base.append(parse_importtime(p.stderr))
         out["import_baseline_-IS"] = pick_median(base)
+        # wall clock of the interpreter start plus `import ocirun.cli`
+        code = f"import sys; sys.path.insert(0, {REPO!r}); import ocirun.cli"
+        walls: dict[str, list[int]] = {"wall_python_-IS_pass_ns": [],
+                                       "wall_import_cli_-IS_ns": []}
+        for _ in range(10 if self.args.quick else 30):     # interleaved
+            for key, argv in (("wall_python_-IS_pass_ns", [SYS_PYTHON, "-IS", "-c", "pass"]),
+                              ("wall_import_cli_-IS_ns", [SYS_PYTHON, "-IS", "-c", code])):
+                r = run_cmd(argv)
+                if r["rc"] == 0:
+                    walls[key].append(r["ns"])
+        for key, xs in walls.items():
+            out[key] = median(xs)
         # the real run path, with the launcher's own flags (-IS)
         rt = next((r for r in self.rts if r.name == "ocirun" and r.ok), None)
         if rt is not None:
@@ -948,13 +962,15 @@ class Bench:
         gc.disable()
         try:
             for ph in ALL_PHASES:
-                if ph in self.args.phases and (self.live() or ph == "import"):
+                if ph in self.args.phases and (self.rts or ph == "import"):
+                    for rt in self.rts:
+                        rt.ok, rt.phase = True, ph
                     getattr(self, f"phase_{ph}")()
         finally:
             gc.enable()
         for rt in self.rts:
-            if not rt.ok:
-                self.put(rt, "error", rt.error)
+            if rt.errors:
+                self.put(rt, "errors", rt.errors)
 
 
 def parse_importtime(text: str) -> dict:
@@ -1078,7 +1094,9 @@ def report(res: dict, runtimes: list[str]) -> str:
     for c in cols:
         err = get(res, c, "error")
         if err:
-            lines.append(f"{c}: not (fully) measured: {err}")
+            lines.append(f"{c}: not measured: {err}")
+        for ph, e in (get(res, c, "errors") or {}).items():
+            lines.append(f"{c}: {ph} not measured: {e}")
     imp = res.get("import", {})
     if imp:
         b = imp.get("import_baseline_-IS", {}).get("total_us")
@@ -1094,6 +1112,10 @@ def report(res: dict, runtimes: list[str]) -> str:
                          f"({r['modules']} modules; top-level ms: {tops})")
         if b is not None:
             lines.append(f"python3 -IS -c pass: {b / 1000:.1f} ms of imports (baseline)")
+        w0, w1 = imp.get("wall_python_-IS_pass_ns"), imp.get("wall_import_cli_-IS_ns")
+        if w0 and w1:
+            lines.append(f"wall clock (median): python3 -IS -c pass {w0 / 1e6:.1f} ms; "
+                         f"python3 -IS -c 'import ocirun.cli' {w1 / 1e6:.1f} ms")
         for k in ("cli_error", "run_error"):
             if k in imp:
                 lines.append(f"import {k.split('_')[0]}: failed: {imp[k]}")
@@ -1115,7 +1137,8 @@ def verdict(target, vals: dict, verdicts: list, label: str) -> str:
     if target is None:
         return ""
     if o is None:
-        return "n/a"
+        verdicts.append((f"{label.strip()}: ocirun not measured", False))
+        return "NOT MEASURED"
     kind, spec = target
     if kind == "abs":
         ok = o <= spec
