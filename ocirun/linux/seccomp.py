@@ -261,7 +261,11 @@ def _cache_write(d: str, key: str, bpf: bytes) -> None:
         if not _cache_dir_ok(d):
             return
         tmp = f"{d}/.{key}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            os.unlink(tmp)  # left by a crashed process that had our pid
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
                      | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, _CACHE_MAGIC + _digest(bpf) + bpf)

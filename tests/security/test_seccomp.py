@@ -361,3 +361,20 @@ def test_no_cache_dir_means_no_cache(tmp_path):
     cfg = allow_but("SCMP_ACT_ERRNO", errnoRet=29)
     assert not seccomp.compile(cfg, cache_dir=None).cached
     assert not seccomp.compile(cfg, cache_dir=None).cached
+
+
+def test_concurrent_compiles_leave_a_valid_entry(cache_dir):
+    cfg = allow_but("SCMP_ACT_ERRNO", errnoRet=28)
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                seccomp.compile(cfg, cache_dir=cache_dir)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    assert [n for n in os.listdir(cache_dir) if n.endswith(".tmp")] == []
+    assert seccomp.compile(cfg, cache_dir=cache_dir).cached
