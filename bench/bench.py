@@ -165,10 +165,10 @@ def rss_cmd(argv: list[str], timeout: float = 60.0) -> dict:
     it had before each execve; a child spawned from Python (fork or vfork)
     therefore starts with Python's ~8-15 MiB and would hide any runtime
     smaller than that. So the measuring child M (forked from us) makes
-    itself a child subreaper and spawns `busybox sh -c '"$@" &'`: the small
-    static shell forks the runtime in the background and exits, the runtime
-    is reparented to M, and M reaps it and every other orphan of the tree
-    with wait4(). A wait4() rusage is the process's own peak max'ed with
+    itself a child subreaper and spawns `busybox sh -c '(...; exec "$@") &'`:
+    the small static shell forks a subshell and exits; M reaps the shell,
+    then lets the subshell exec the runtime (now an orphan of M, reparented
+    to it), and M reaps it and every other orphan of the tree with wait4(). A wait4() rusage is the process's own peak max'ed with
     the peaks of all descendants it reaped itself, so the result is the
     largest RSS reached by any single process of the runtime's tree
     (including the container process), wherever it was reaped."""
@@ -181,10 +181,14 @@ def rss_cmd(argv: list[str], timeout: float = 60.0) -> dict:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-            pr, pw = os.pipe()
-            sh = _spawn([BUSYBOX, "sh", "-c", '"$@" 3>&- & echo $! >&3', "sh", *argv],
-                        extra=[(os.POSIX_SPAWN_DUP2, pw, 3)])
+            pr, pw = os.pipe()      # sh -> M: the runtime's pid
+            gr, gw = os.pipe()      # M -> runtime: go (EOF) once sh is reaped
+            sh = _spawn([BUSYBOX, "sh", "-c",
+                         '(read _ <&4; exec 3>&- 4<&-; exec "$@") & echo $! >&3',
+                         "sh", *argv],
+                        extra=[(os.POSIX_SPAWN_DUP2, pw, 3), (os.POSIX_SPAWN_DUP2, gr, 4)])
             os.close(pw)
+            os.close(gr)
             target = [sh]
             signal.signal(signal.SIGALRM, lambda *_: os.kill(target[0], signal.SIGKILL))
             signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -195,15 +199,18 @@ def rss_cmd(argv: list[str], timeout: float = 60.0) -> dict:
             child = int(line) if line.strip().isdigit() else -1
             if child > 0:
                 target[0] = child
-            rc, direct, orphans, sh_rc = None, 0, [], None
+            # reap sh first so the runtime is surely an orphan of ours (were
+            # it to exit first, sh could reap it and hide its rusage)
+            _, st, _ = os.wait4(sh, 0)
+            sh_rc = os.waitstatus_to_exitcode(st)
+            os.close(gw)            # go
+            rc, direct, orphans = None, 0, []
             while True:
                 try:
                     p, st, ru = os.wait4(-1, 0)
                 except ChildProcessError:
                     break
-                if p == sh:
-                    sh_rc = os.waitstatus_to_exitcode(st)
-                elif p == child:
+                if p == child:
                     rc, direct = os.waitstatus_to_exitcode(st), ru.ru_maxrss
                     signal.setitimer(signal.ITIMER_REAL, 0)
                 else:
@@ -1086,7 +1093,7 @@ def report(res: dict, runtimes: list[str]) -> str:
         table.append(row)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = []
-    for j, r in enumerate(table):
+    for j, r in enumerate(table if len(table) > 1 else []):
         lines.append("  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i])
                                for i in range(len(r))).rstrip())
         if j == 0:
