@@ -30,6 +30,10 @@ def child(fn) -> int:
     if pid == 0:
         code = 0
         try:
+            # If our parent dies (a test timed out and its child was killed),
+            # die too: no orphaned grandchildren outlive a test.
+            from ocirun.kernel import syscalls as k
+            k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
             fn()
         except BaseException:
             traceback.print_exc()
@@ -101,9 +105,11 @@ class Reader:
         return self.buf
 
 
-def wait_for_child_of(pid: int, timeout: float = 10.0) -> int:
-    """The first child of `pid` once it has exec'd (e.g. the `sleep` a shell
-    started), so a test signals it only once it is really running."""
+def wait_for_child_of(pid: int, argv0: bytes = b"busybox",
+                      timeout: float = 10.0) -> int:
+    """A child of `pid` once it runs a program started as `argv0` (e.g. the
+    `busybox sleep` a shell started or exec'd), so a test signals it only
+    once it is really running, not while a shell could still catch it."""
     deadline = time.monotonic() + timeout
     path = f"/proc/{pid}/task/{pid}/children"
     while time.monotonic() < deadline:
@@ -112,13 +118,24 @@ def wait_for_child_of(pid: int, timeout: float = 10.0) -> int:
         for kid in kids:
             try:
                 with open(f"/proc/{kid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
+                    if f.read().split(b"\0")[0] == argv0:
+                        return int(kid)
             except FileNotFoundError:
                 continue
-            if argv[0] != b"sh":  # forked, and exec'd something else
-                return int(kid)
         time.sleep(0.01)
-    raise AssertionError(f"pid {pid} started no child in {timeout}s")
+    raise AssertionError(f"pid {pid} started no {argv0!r} in {timeout}s")
+
+
+def wait_for_exec(pid: int, argv0: bytes = b"busybox",
+                  timeout: float = 10.0) -> None:
+    """Until `pid` itself runs a program started as `argv0`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().split(b"\0")[0] == argv0:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not exec {argv0!r} in {timeout}s")
 
 
 def wait_status(pid: int, timeout: float = 10.0) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from ocirun.linux import terminal
 from termhelpers import (Reader, child, exec_sh, private_devpts,
-                         wait_for_child_of, wait_status)
+                         wait_for_child_of, wait_for_exec, wait_status)
 
 
 def start_in_container(sock: str, script: str, size=(24, 80),
@@ -120,6 +120,7 @@ def test_ctrl_c_kills_foreground_process(short_tmp, procs):
     r = Reader(master)
     try:
         r.expect("ready")
+        wait_for_exec(pid)  # ash catches SIGINT until it has exec'd sleep
         os.write(master, b"\x03")
         status = wait_status(pid, timeout=5)
     finally:
