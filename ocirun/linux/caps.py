@@ -120,12 +120,10 @@ def parse(cfg: dict | None, path: str = "process.capabilities",
         w(f"{where}: unknown capability {name!r}, ignored")
     stray = out.ambient & ~(out.permitted & out.inheritable)
     if stray:
-        # The kernel refuses these (PR_CAP_AMBIENT_RAISE -> EPERM); say so
-        # now, in the runtime, rather than from the container's init.
+        # The kernel refuses these (PR_CAP_AMBIENT_RAISE -> EPERM). runc
+        # drops them without a word, and its default spec asks for them, so
+        # a warning here would fire on nearly every container.
         out.ambient &= ~stray
-        lost = CapSets(ambient=stray).names("ambient")
-        w(f"{path}.ambient: {', '.join(lost)} not both permitted and "
-          "inheritable, ignored")
     return out
 
 
