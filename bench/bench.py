@@ -29,7 +29,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import select
 import shutil
 import signal
