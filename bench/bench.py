@@ -1131,6 +1131,7 @@ def report(res: dict, runtimes: list[str]) -> str:
                      f"{res['rss_floor_kib']:.0f} KiB")
     for note in res.get("notes", []):
         lines.append(f"note: {note}")
+    res["targets"] = [{"target": t, "met": ok} for t, ok in verdicts]
     if verdicts:
         met = sum(1 for v in verdicts if v[1])
         lines.append(f"targets: {met}/{len(verdicts)} met"
@@ -1248,7 +1249,8 @@ def main(argv: list[str]) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
-        print(f"results: {os.path.relpath(path)}")
+        shown = os.path.relpath(path) if os.path.abspath(path).startswith(REPO + "/") else path
+        print(f"results: {shown}")
     return 0
 
 
