@@ -432,6 +432,45 @@ def forwarded_signals() -> frozenset[int]:
     return frozenset(_signal.valid_signals()) - _NO_FORWARD
 
 
+class _Wakeup:
+    """signal.set_wakeup_fd() on a private pipe, for poll().
+
+    A Python handler runs at a bytecode boundary, so a signal arriving just
+    before a blocking call is entered would otherwise wait for that call to
+    return. With the wakeup fd in the poll set, poll() returns at once and
+    the handler runs. Inactive (fd == -1) outside the main thread.
+    """
+
+    def __init__(self) -> None:
+        import _signal
+        self.fd = -1
+        self._w = -1
+        self._old = -1
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._old = _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            os.close(r)
+            os.close(w)
+            return
+        self.fd, self._w = r, w
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 256):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            import _signal
+            _signal.set_wakeup_fd(self._old)
+            os.close(self.fd)
+            os.close(self._w)
+            self.fd = -1
+
+
 class forward_signals:
     """Context manager: while active, signals sent to this process are sent
     to the container process through a pidfd (no pid-reuse race).
@@ -492,7 +531,26 @@ class forward_signals:
             self._pidfd = None
 
     def wait(self) -> int:
-        """Block until the process exits; its exit_code()."""
+        """Block until the process exits; its exit_code().
+
+        Sleeps in poll() on the pidfd and a signal wakeup fd, so a signal
+        that arrives at any moment is forwarded at once.
+        """
+        import select
+        wake = _Wakeup()
+        try:
+            p = select.poll()
+            p.register(self._pidfd, select.POLLIN)
+            if wake.fd >= 0:
+                p.register(wake.fd, select.POLLIN)
+            while True:
+                ready = [fd for fd, _ in p.poll()]
+                if wake.fd in ready:
+                    wake.drain()  # handlers run at the next bytecode
+                if self._pidfd in ready:
+                    break
+        finally:
+            wake.close()
         _, status = os.waitpid(self.pid, 0)
         return exit_code(status)
 
@@ -560,7 +618,11 @@ def proxy(master_fd: int, pid: int, *, pidfd: int | None = None,
                     _signal.SIGWINCH, lambda s, f: _copy_size(stdin, master_fd))
             except ValueError:  # not the main thread: no live resize
                 saved_winch = None
-        _pump(master_fd, pidfd, stdin, stdout, select)
+        wake = _Wakeup()
+        try:
+            _pump(master_fd, pidfd, stdin, stdout, select, wake)
+        finally:
+            wake.close()
     finally:
         if saved_winch is not None:
             import _signal
@@ -593,7 +655,8 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-def _pump(master: int, pidfd: int, stdin: int, stdout: int, select) -> None:
+def _pump(master: int, pidfd: int, stdin: int, stdout: int, select,
+          wake: _Wakeup) -> None:
     POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
     HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
     to_master = bytearray()
@@ -602,6 +665,8 @@ def _pump(master: int, pidfd: int, stdin: int, stdout: int, select) -> None:
     out_open = True     # someone still reads our stdout
     p = select.poll()
     p.register(pidfd, POLLIN)
+    if wake.fd >= 0:
+        p.register(wake.fd, POLLIN)
     reg: dict[int, int] = {}
 
     def want(fd: int, ev: int) -> None:
@@ -619,6 +684,9 @@ def _pump(master: int, pidfd: int, stdin: int, stdout: int, select) -> None:
         want(master, (POLLIN if m_open else 0)
              | (POLLOUT if m_open and to_master else 0))
         for fd, ev in p.poll():
+            if fd == wake.fd:
+                wake.drain()  # a signal: its handler runs at the next bytecode
+                continue
             if fd == pidfd:
                 if m_open:
                     _drain(master, stdout if out_open else -1)

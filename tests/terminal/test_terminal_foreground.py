@@ -272,6 +272,7 @@ def test_forward_signals_restores_handlers():
         assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
         assert fw.wait() == 0
     assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.set_wakeup_fd(-1) == -1  # the wakeup fd was put back
 
 
 def test_forwarded_set():
