@@ -141,3 +141,31 @@ def test_input_goes_to_the_process(short_tmp, procs):
     finally:
         wait_status(pid)
         os.close(master)
+
+
+def test_bind_console_and_chown(short_tmp, procs):
+    """/dev/console becomes the slave (bind mount, in the child's private
+    mount namespace), and make_controlling hands the slave to the user."""
+    target = f"{short_tmp}/console"
+    r, w = os.pipe()
+
+    def init() -> None:
+        os.close(r)
+        private_devpts()
+        pty = terminal.open_pty()
+        terminal.bind_console(pty.slave_path, target)
+        same = os.stat(target).st_rdev == os.fstat(pty.slave).st_rdev
+        terminal.make_controlling(pty.slave, uid=1234, gid=5)
+        st = os.fstat(0)
+        ctty = os.tcgetpgrp(0) == os.getpgrp() == os.getsid(0) == os.getpid()
+        os.write(w, f"{same} {st.st_uid} {st.st_gid} {ctty}".encode())
+
+    pid = child(init)
+    procs.append(pid)
+    os.close(w)
+    out = os.read(r, 100).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(wait_status(pid)) == 0
+    assert out == "True 1234 5 True"
+    assert os.path.getsize(target) == 0  # host side: only the empty file
+    assert not os.path.ismount(target)
