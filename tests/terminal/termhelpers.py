@@ -1,7 +1,9 @@
 """Helpers for the terminal tests: forked children, private devpts, pty reads.
 
-(A uniquely named module rather than conftest.py, so that `import` cannot
-pick up another test directory's conftest when the whole suite runs.)
+There is deliberately no tests/terminal/conftest.py: test modules that do
+`from conftest import ...` (tests/test_lifecycle.py) would get whichever
+conftest pytest loaded last. Fixtures live here too; test modules import
+them by name.
 
 Everything here uses real ptys, sockets and processes. Children always end
 with os._exit so pytest's own state never runs twice; every pid a test starts
@@ -12,10 +14,17 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import time
 import traceback
 
 import pytest
+
+# The repository root, so `import ocirun` works however pytest is started
+# (tests/conftest.py does the same when it is loaded).
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 BUSYBOX = "/bin/busybox"
 
@@ -148,3 +157,29 @@ def wait_status(pid: int, timeout: float = 10.0) -> int:
     finally:
         os.close(pfd)
     return os.waitpid(pid, 0)[1]
+
+
+@pytest.fixture
+def procs():
+    """Track pids started by a test; kill and reap leftovers at the end."""
+    started: list[int] = []
+    yield started
+    for pid in started:
+        # Until we reap it the pid cannot be reused, so check before killing.
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                continue  # reaped just now
+        except ChildProcessError:
+            continue  # the test reaped it
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def short_tmp():
+    """A short temp dir: unix socket paths must fit in 108 bytes."""
+    import tempfile
+    import shutil
+    d = tempfile.mkdtemp(prefix="ocirun-tt-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

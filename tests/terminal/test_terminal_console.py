@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from ocirun.linux import terminal
+from termhelpers import procs, short_tmp  # noqa: F401  (fixtures)
 from termhelpers import (Reader, child, exec_sh, private_devpts,
                          wait_for_child_of, wait_for_exec, wait_status)
 

@@ -10,6 +10,7 @@ import termios
 import pytest
 
 from ocirun.linux import terminal
+from termhelpers import procs  # noqa: F401  (fixtures)
 from termhelpers import (Reader, child, exec_sh, wait_for_child_of,
                          wait_status)
 

@@ -10,6 +10,7 @@ import pytest
 
 from ocirun.errors import OciError
 from ocirun.linux import terminal
+from termhelpers import short_tmp  # noqa: F401  (fixtures)
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:
