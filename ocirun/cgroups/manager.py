@@ -60,18 +60,22 @@ class Manager:
         return [p for p in fsutil.procs(self.procs_path()) if p > 0]
 
     def kill_all(self, sig: int) -> None:
-        """Signal every process, with the cgroup frozen so none can fork away."""
+        """Signal every process, with the cgroup frozen so none can fork away.
+
+        The cgroup is thawed afterwards (also when it was paused before:
+        frozen tasks would not act on the signal, and SIGKILL must work).
+        """
         if not self.exists():
             return
         if sig == signal.SIGKILL and self._cgroup_kill():
             return
-        frozen = False
-        try:
-            if self.can_freeze() and not self.frozen():
+        froze = False
+        if self.can_freeze():
+            try:
                 self.freeze()
-                frozen = True
-        except OciError:
-            frozen = False
+                froze = True
+            except OciError:
+                pass
         try:
             for pid in self.pids():
                 try:
@@ -79,7 +83,7 @@ class Manager:
                 except ProcessLookupError:
                     pass
         finally:
-            if frozen:
+            if froze:
                 self.thaw()
 
     def _cgroup_kill(self) -> bool:
