@@ -94,6 +94,7 @@ _RSH_K = 0x77     # BPF_ALU64 | BPF_RSH | BPF_K
 _MOV_K = 0xb7     # BPF_ALU64 | BPF_MOV | BPF_K
 _MOV_X = 0xbf     # BPF_ALU64 | BPF_MOV | BPF_X
 _JNE_K = 0x55     # BPF_JMP | BPF_JNE | BPF_K
+_JEQ_K = 0x15     # BPF_JMP | BPF_JEQ | BPF_K
 _EXIT = 0x95
 
 
@@ -102,7 +103,9 @@ def bpf_program(rules: list[Rule]) -> bytes:
 
     r2 = type, r3 = access, r4 = major, r5 = minor; the rules are tested
     last-first and the first match returns its verdict (so the last rule in
-    the spec wins, as in v1). No match: allow (a fresh cgroup's behaviour).
+    the spec wins, as in v1). An allow rule matches when it covers every
+    requested access, a deny rule when it covers any of them. No match:
+    allow (a fresh cgroup's behaviour).
     """
     prog = [_insn(_LDXW, 2, 1, 0), _insn(_AND_K, 2, imm=0xFFFF),
             _insn(_LDXW, 3, 1, 0), _insn(_RSH_K, 3, imm=16),
@@ -114,9 +117,15 @@ def bpf_program(rules: list[Rule]) -> bytes:
             block.append([_JNE_K, 2, 0, _TYPE[r.type]])
         mask = sum(_ACC[c] for c in r.access)
         if mask != 7:
+            # allow: every requested access must be in the rule (v1 default-deny
+            # exceptions); deny: any requested access in the rule is enough
             block.append([_MOV_X, 1, 3])
-            block.append([_AND_K, 1, 0, ~mask & 7])
-            block.append([_JNE_K, 1, 0, 0])
+            if r.allow:
+                block.append([_AND_K, 1, 0, ~mask & 7])
+                block.append([_JNE_K, 1, 0, 0])
+            else:
+                block.append([_AND_K, 1, 0, mask])
+                block.append([_JEQ_K, 1, 0, 0])
         if r.major is not None:
             block.append([_JNE_K, 4, 0, r.major])
         if r.minor is not None:
@@ -126,8 +135,8 @@ def bpf_program(rules: list[Rule]) -> bytes:
             break
         n = len(block) + 2      # + mov r0, exit
         for i, b in enumerate(block):
-            if b[0] == _JNE_K:
-                prog.append(_insn(_JNE_K, b[1], off=n - i - 1, imm=b[3]))
+            if b[0] in (_JNE_K, _JEQ_K):
+                prog.append(_insn(b[0], b[1], off=n - i - 1, imm=b[3]))
             elif b[0] == _MOV_X:
                 prog.append(_insn(_MOV_X, b[1], b[2]))
             else:
