@@ -38,7 +38,7 @@ def read(dirpath: str, name: str) -> str:
 
 
 def read_int(dirpath: str, name: str, default: int = 0) -> int:
-    """An integer file ('max' reads as 0: runc's stats use 0 for unlimited... no, max uint64)."""
+    """An integer file; 'max' reads as 2**64-1 (what runc's stats report for unlimited)."""
     try:
         s = read(dirpath, name).strip()
     except OSError:
