@@ -212,7 +212,7 @@ def parse_signal(s: str) -> int:
 
 def _ids_matching(pattern: str, root: str | None) -> list[str]:
     import re
-    from ocirun.state import default_root, list_ids
+    from ocirun.statedir import default_root, list_ids
     try:
         rx = re.compile(pattern)
     except re.error as e:

@@ -14,7 +14,7 @@ import signal as _signal
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
 from ocirun.specgen import OCI_VERSION
-from ocirun.state import StateDir, default_root, list_ids, proc_start_time, write_atomic
+from ocirun.statedir import StateDir, default_root, list_ids, proc_start_time, write_atomic
 
 
 def cgroup_manager(data: dict):
@@ -127,6 +127,7 @@ class Container:
             raise
         c.pid = pid
         c._mgr = mgr
+        c.sd.unlock()
         return c
 
     def _spawn_and_serve(self, plan, data: dict, mgr, opts: CreateOptions) -> int:
@@ -224,6 +225,12 @@ class Container:
     # -- start / run ------------------------------------------------------------
     def start(self) -> None:
         self.sd.lock()
+        try:
+            self._start()
+        finally:
+            self.sd.unlock()
+
+    def _start(self) -> None:
         data = self._data()
         st = self.sd.status()
         if st != "created":
@@ -276,6 +283,12 @@ class Container:
         if not self.sd.exists():
             raise ContainerNotFound(self.id)
         self.sd.lock()
+        try:
+            self._delete(force)
+        finally:
+            self.sd.unlock()
+
+    def _delete(self, force: bool) -> None:
         data = self.sd.load() or {"id": self.id, "pid": 0}
         st = self.sd.status()
         if st in ("running", "paused") and not force:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # PyDLL keeps the GIL across the call: needed for a raw clone(), where the
 # child must come back holding the same interpreter state as the parent.
 _pylibc = ctypes.PyDLL(None, use_errno=True)
 
-_ARCH = platform.machine()
+_ARCH = os.uname().machine
 _NR = {
     "x86_64": dict(clone=56, pivot_root=155, personality=135, ioprio_set=251,
                    sched_setattr=314, set_mempolicy=238, keyctl=250,

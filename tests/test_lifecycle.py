@@ -1,0 +1,226 @@
+"""runtime.md lifecycle: create / start / state / kill / delete / run / list,
+every transition and every error, with real containers."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from ocitest import OCIRUN
+
+
+def wait_status(oci, cid, status, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = oci("state", cid)
+        if r.rc == 0 and json.loads(r.out)["status"] == status:
+            return
+        time.sleep(0.02)
+    assert oci.state(cid)["status"] == status
+
+
+def test_run_prints_from_inside_and_cleans_up(oci, bundle):
+    bundle.sh("echo hello; echo pid=$$; hostname")
+    r = oci.run(bundle, "t1")
+    assert r.rc == 0, r
+    assert r.out.split() == ["hello", "pid=1", "ocirun"]
+    assert oci.ids() == []  # run deletes the container when it exits
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 42, 255])
+def test_run_returns_exit_status(oci, bundle, code):
+    bundle.sh(f"exit {code}")
+    assert oci.run(bundle, "t").rc == code
+
+
+def test_run_killed_by_signal_returns_128_plus_n(oci, bundle, tmp_path):
+    bundle.args("sleep", "60")
+    p = subprocess.Popen([OCIRUN, "--root", oci.root, "run", "-b", bundle.path, "sig"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_status(oci, "sig", "running")
+        oci.ok("kill", "sig", "KILL")
+        assert p.wait(timeout=20) == 137
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_create_start_state_kill_delete(oci, bundle, tmp_path):
+    bundle.args("sleep", "60")
+    pidfile = tmp_path / "init.pid"
+    oci.ok("create", "--bundle", bundle.path, "--pid-file", str(pidfile), "c1")
+    st = oci.state("c1")
+    assert st["status"] == "created"
+    assert st["id"] == "c1" and st["bundle"] == bundle.path
+    assert st["rootfs"] == bundle.rootfs
+    assert int(pidfile.read_text()) == st["pid"] > 0
+    assert os.path.exists(f"/proc/{st['pid']}")
+    assert st["created"].endswith("Z") and "ociVersion" in st and "owner" in st
+    # the init waits: nothing of the user's process has run yet
+    with open(f"/proc/{st['pid']}/cmdline", "rb") as f:
+        assert b"sleep" not in f.read()
+    assert "cannot start" not in oci.ok("start", "c1")
+    st = oci.state("c1")
+    assert st["status"] == "running"
+    with open(f"/proc/{st['pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
+    assert "running" in oci.fail("start", "c1")
+    assert "not stopped" in oci.fail("delete", "c1")
+    oci.ok("kill", "c1", "TERM")  # PID 1 without a handler: SIGTERM is ignored
+    oci.ok("kill", "c1", "SIGKILL")
+    wait_status(oci, "c1", "stopped")
+    assert oci.state("c1")["pid"] == 0
+    assert "not running" in oci.fail("kill", "c1", "9")
+    assert "stopped" in oci.fail("start", "c1")
+    oci.ok("delete", "c1")
+    assert "does not exist" in oci.fail("state", "c1")
+    assert "does not exist" in oci.fail("delete", "c1")
+    assert oci.ids() == []
+
+
+def test_kill_created_container_and_signal_forms(oci, bundle):
+    bundle.args("sleep", "60")
+    oci.ok("create", "-b", bundle.path, "k")
+    oci.ok("kill", "k", "15")  # the waiting init honours TERM like the process would
+    wait_status(oci, "k", "stopped")
+    oci.ok("delete", "k")
+    for sig in ("KILL", "SIGKILL", "9", "kill"):
+        oci.ok("create", "-b", bundle.path, "k")
+        oci.ok("kill", "k", sig)
+        wait_status(oci, "k", "stopped")
+        oci.ok("delete", "k")
+    oci.ok("create", "-b", bundle.path, "k")
+    assert 'unknown signal "NOSIG"' in oci.fail("kill", "k", "NOSIG")
+    assert oci.state("k")["status"] == "created"
+
+
+def test_delete_created_container_without_force(oci, bundle):
+    bundle.args("sleep", "60")
+    oci.ok("create", "-b", bundle.path, "d")
+    pid = oci.state("d")["pid"]
+    oci.ok("delete", "d")
+    assert not os.path.exists(f"/proc/{pid}/cmdline") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert oci.ids() == []
+
+
+def test_delete_force_running(oci, bundle):
+    bundle.args("sleep", "60")
+    oci.ok("run", "-d", "-b", bundle.path, "f")
+    assert oci.state("f")["status"] == "running"
+    oci.ok("delete", "--force", "f")
+    assert oci.ids() == []
+
+
+def test_run_detach_keeps_running(oci, bundle, tmp_path):
+    bundle.args("sleep", "60")
+    t = time.monotonic()
+    oci.ok("run", "-d", "--pid-file", str(tmp_path / "p"), "-b", bundle.path, "det")
+    assert time.monotonic() - t < 10
+    st = oci.state("det")
+    assert st["status"] == "running"
+    assert int((tmp_path / "p").read_text()) == st["pid"]
+
+
+def test_start_runs_process_after_start_only(oci, bundle, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    bundle.config["mounts"].append({"destination": "/out", "type": "bind", "source": str(out),
+                                    "options": ["rbind"]})
+    bundle.sh("echo started > /out/mark")
+    bundle.save()
+    oci.ok("create", "-b", bundle.path, "s")
+    time.sleep(0.2)
+    assert not (out / "mark").exists()
+    oci.ok("start", "s")
+    wait_status(oci, "s", "stopped")
+    assert (out / "mark").read_text() == "started\n"
+
+
+def test_duplicate_id(oci, bundle):
+    bundle.args("sleep", "60")
+    oci.ok("create", "-b", bundle.path, "dup")
+    line = oci.fail("create", "-b", bundle.path, "dup")
+    assert "dup" in line and "exists" in line
+    assert oci.state("dup")["status"] == "created"
+
+
+@pytest.mark.parametrize("cid", ["", "a/b", "..", ".", "../x", "x" * 1025, "a b", "é"])
+def test_bad_ids(oci, bundle, cid):
+    line = oci.fail("create", "-b", bundle.path, cid)
+    assert "container id" in line
+    assert oci.ids() == []
+
+
+def test_list_formats(oci, bundle):
+    bundle.args("sleep", "60")
+    assert oci.ok("list", "--format", "json").strip() == "null"
+    oci.ok("create", "-b", bundle.path, "l1")
+    oci.ok("run", "-d", "-b", bundle.path, "l2")
+    table = oci.ok("list").splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    rows = {ln.split()[0]: ln.split() for ln in table[1:]}
+    assert rows["l1"][2] == "created" and rows["l2"][2] == "running"
+    assert oci.ok("list", "-q").split() == ["l1", "l2"]
+    js = json.loads(oci.ok("list", "--format", "json"))
+    assert {s["id"]: s["status"] for s in js} == {"l1": "created", "l2": "running"}
+
+
+def test_stopped_status_survives_pid_reuse(oci, bundle):
+    """A stale state.json whose pid now belongs to another process is 'stopped'."""
+    bundle.args("true")
+    oci.ok("create", "-b", bundle.path, "r")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        path = os.path.join(oci.root, "r", "state.json")
+        data = json.load(open(path))
+        data["pid"] = sleeper.pid  # a live process that is not our init
+        json.dump(data, open(path, "w"))
+        assert oci.state("r")["status"] == "stopped"
+        oci.ok("delete", "r")
+        assert sleeper.poll() is None  # delete never touched the foreign process
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_runtime_killed_mid_create_is_not_running(oci, bundle):
+    """A create whose runtime died leaves a container that is never 'running'."""
+    bundle.args("sleep", "60")
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"]}]}
+    bundle.save()
+    p = subprocess.Popen([OCIRUN, "--root", oci.root, "create", "-b", bundle.path, "mid"],
+                         stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not os.path.exists(os.path.join(oci.root, "mid")):
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert oci.state("mid")["status"] == "creating"
+    p.kill()
+    p.wait()
+    time.sleep(0.2)
+    assert oci.state("mid")["status"] == "stopped"
+    oci.ok("delete", "--force", "mid")
+    assert oci.ids() == []
+
+
+def test_library_api(tmp_path, bundle):
+    import ocirun
+    root = str(tmp_path / "api")
+    bundle.args("sleep", "60")
+    c = ocirun.create("api1", bundle.path, root=root)
+    try:
+        assert ocirun.state("api1", root=root)["status"] == "created"
+        ocirun.start("api1", root=root)
+        assert ocirun.state("api1", root=root)["status"] == "running"
+        assert [s["id"] for s in ocirun.list_containers(root)] == ["api1"]
+        with pytest.raises(ocirun.StateError):
+            ocirun.delete("api1", root=root)
+    finally:
+        ocirun.delete("api1", root=root, force=True)
+    assert c.id == "api1"
+    bundle.sh("exit 7")
+    assert ocirun.run("api2", bundle.path, root=root) == 7
+    with pytest.raises(ocirun.ContainerNotFound):
+        ocirun.state("api2", root=root)
