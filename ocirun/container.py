@@ -144,7 +144,7 @@ class Container:
         try:
             if mgr is not None:
                 mgr.create()
-                mgr.apply(plan.linux.get("resources") or {})
+                mgr.apply(_resources_with_default_devices(plan.linux.get("resources")))
             pid = self._serve(plan, data, mgr, pid)
             data["pid"] = pid
             data["start_time"] = proc_start_time(pid)
@@ -335,15 +335,21 @@ def _prepare_security(plan, cfg: dict) -> None:
 def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool):
     if opts.cgroup_manager == "disabled":
         return None
-    try:
-        from ocirun import cgroups
-    except ImportError:
-        if linux.get("resources"):
-            log.warn("cgroups are not available: linux.resources ignored")
-        return None
+    from ocirun import cgroups
     systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
-    return cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
-                               rootless=rootless or os.geteuid() != 0)
+    mgr = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
+                              rootless=rootless or os.geteuid() != 0)
+    mgr.on_warning = log.warn
+    return mgr
+
+
+def _resources_with_default_devices(resources: dict | None) -> dict:
+    """The config's device rules, then the devices every container may use
+    (null, zero, tty, ptys ...), as runc appends them."""
+    from ocirun import cgroups
+    res = dict(resources or {})
+    res["devices"] = list(res.get("devices") or []) + cgroups.default_device_rules()
+    return res
 
 
 def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:

@@ -14,7 +14,7 @@ import os
 from ocirun.cgroups.layout import Layout, detect
 from ocirun.errors import ConfigError
 
-__all__ = ["Layout", "detect", "new_manager", "manager_from_state", "container_mounts",
+__all__ = ["Layout", "detect", "new_manager", "manager_from_state",
            "default_device_rules"]
 
 JPATH = "linux.cgroupsPath"
@@ -106,12 +106,3 @@ def default_device_rules() -> list[dict]:
              **({"major": r.major} if r.major is not None else {}),
              **({"minor": r.minor} if r.minor is not None else {}),
              "access": r.access} for r in default_rules()]
-
-
-def container_mounts(layout: Layout, mgr, cgroupns: bool, readonly: bool = True) -> list[tuple]:
-    """What to mount at /sys/fs/cgroup inside the container (data only).
-
-    See ocirun.cgroups.mounts.plan for the tuple format.
-    """
-    from ocirun.cgroups.mounts import plan
-    return plan(layout, mgr, cgroupns, readonly)

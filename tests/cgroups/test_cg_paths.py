@@ -83,18 +83,3 @@ def test_systemd_properties():
     assert props["AllowedCPUs"] == ("ay", b"\x0b")
     assert props["TasksMax"] == ("t", 42)
     assert props["IOWeight"] == ("t", 1 + 490 * 9999 // 990)
-
-
-def test_container_mounts_plan():
-    m = cgroups.new_manager("/a/b", "x")
-    with_ns = cgroups.container_mounts(LAYOUT, m, True)
-    without = cgroups.container_mounts(LAYOUT, m, False)
-    if LAYOUT.mode == "v2":
-        assert with_ns == [("cgroup2", "/sys/fs/cgroup", with_ns[0][2])]
-        assert without[0][:3] == ("bind", m.dir, "/sys/fs/cgroup")
-    else:
-        assert with_ns[0][0] == "tmpfs" and without[0][0] == "tmpfs"
-        binds = [e for e in without if e[0] == "bind"]
-        assert all(e[1].endswith("/a/b") for e in binds)
-        assert any(e[0] == "cgroup" and e[3] == "memory" for e in with_ns)
-        assert with_ns[-1][0] == "remount"
