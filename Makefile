@@ -1,0 +1,47 @@
+# ocirun — make targets. The runtime runs on the system Python (/usr/bin/python3):
+# it starts in ~9 ms, and start-up is most of a container's start-up.
+PY        ?= /usr/bin/python3
+PREFIX    ?= /usr/local
+LIBDIR    ?= $(PREFIX)/lib/ocirun
+BINDIR    ?= $(PREFIX)/bin
+DEMO      ?= build/demo
+PYTEST    ?= .venv/bin/pytest
+TEST_APT  ?= golang-github-containers-common
+
+.PHONY: setup demo test test-cgroupv2 install uninstall bench soak clean
+
+setup:
+	@EXTRA_APT="$(TEST_APT) $(EXTRA_APT)" tools/setup.sh
+
+demo: setup
+	@rm -rf $(DEMO)
+	@$(PY) tools/mkbundle.py $(DEMO) --args 'echo "hello from inside an ocirun container"; \
+	  echo "hostname: $$(hostname)"; echo "my pid:   $$$$"; echo "mounts:"; \
+	  cat /proc/self/mounts | sed "s/^/  /"'
+	@$(PY) -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c["hostname"]="ocirun-demo"; json.dump(c, open(p,"w"), indent=2)' $(DEMO)/config.json
+	@cd $(DEMO) && $(CURDIR)/bin/ocirun --root $(CURDIR)/build/state run demo-$$$$
+
+test: setup
+	$(PYTEST) -q $(PYTEST_ARGS)
+
+test-cgroupv2:
+	tools/vm/test-cgroupv2.sh
+
+install:
+	rm -rf $(LIBDIR).new && mkdir -p $(LIBDIR).new $(BINDIR)
+	cp -r ocirun $(LIBDIR).new/
+	find $(LIBDIR).new -name __pycache__ -prune -exec rm -rf {} +
+	$(PY) -m compileall -q $(LIBDIR).new/ocirun
+	rm -rf $(LIBDIR) && mv $(LIBDIR).new $(LIBDIR)
+	printf '#!%s -IS\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.cli import main\nsys.exit(main())\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
+	chmod 755 $(BINDIR)/ocirun.new && mv $(BINDIR)/ocirun.new $(BINDIR)/ocirun
+	@echo "installed $(BINDIR)/ocirun (library in $(LIBDIR))"
+
+uninstall:
+	rm -rf $(LIBDIR) $(BINDIR)/ocirun
+
+bench: setup
+	$(PY) bench/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf build .pytest_cache
