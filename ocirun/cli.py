@@ -60,6 +60,20 @@ COMMANDS = {
               "help": (("h",), False, "show help")}),
 }
 ALIASES = {"ls": "list", "rm": "delete"}
+# Commands that live in their own modules, loaded only when called. Each
+# module has COMMANDS (same shape as above) and dispatch(cmd, argv, g).
+EXTERNAL = {"exec": "ocirun.cli_exec", "features": "ocirun.cli_features",
+            "ps": "ocirun.cli_cgroup", "pause": "ocirun.cli_cgroup",
+            "resume": "ocirun.cli_cgroup", "update": "ocirun.cli_cgroup",
+            "events": "ocirun.cli_cgroup"}
+
+
+def _external(cmd: str):
+    import importlib
+    try:
+        return importlib.import_module(EXTERNAL[cmd])
+    except ModuleNotFoundError:
+        return None
 
 
 class Args:
@@ -154,11 +168,10 @@ def _help(cmd: str | None = None) -> int:
 
 def _all_commands() -> dict:
     cmds = dict(COMMANDS)
-    try:
-        from ocirun import cli_extra
-        cmds.update(cli_extra.COMMANDS)
-    except ImportError:
-        pass
+    for cmd in EXTERNAL:
+        mod = _external(cmd)
+        if mod is not None and cmd in mod.COMMANDS:
+            cmds[cmd] = mod.COMMANDS[cmd]
     return cmds
 
 
@@ -224,8 +237,7 @@ def dispatch(cmd: str, rest: list[str], g: Args) -> int:
     from ocirun import container as ctr
     root = g.opts.get("root")
     if cmd not in COMMANDS:
-        from ocirun import cli_extra
-        return cli_extra.dispatch(cmd, rest, g)
+        return _external(cmd).dispatch(cmd, rest, g)
     spec = COMMANDS[cmd][2]
     a = parse(rest, spec, stop_at_positional=False)
     if a.opts.get("help"):
@@ -336,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ALIASES.get(rest[0], rest[0])
         if cmd == "help":
             return _help(rest[1] if len(rest) > 1 and rest[1] in _all_commands() else None)
-        if cmd not in _all_commands():
+        if cmd not in COMMANDS and (cmd not in EXTERNAL or _external(cmd) is None):
             raise _usage_error(f"unknown command {rest[0]!r} (see ocirun --help)")
         return dispatch(cmd, rest[1:], g)
     except OciError as e:
