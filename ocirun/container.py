@@ -74,6 +74,7 @@ class Container:
         self.pid = 0
         self._sync = None
         self._mgr = None
+        self._console = -1
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -108,23 +109,35 @@ class Container:
                              preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
         namespaces.check_paths(plan.ns, plan.linux.get("namespaces") or [])
         planmod.check_hook_paths(plan.hooks)
-        _prepare_security(plan, cfg)
+        _prepare_security(plan, cfg, c.root)
+        if plan.process.terminal or opts.console_socket:
+            from ocirun.linux import terminal
+            terminal.check_terminal_args(plan.process.terminal, opts.console_socket,
+                                         detach=not _foreground)
+            if opts.console_socket:
+                terminal.check_console_socket(opts.console_socket)
         mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user)
         c.sd.make()
         data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
                 "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
                 "annotations": cfg.get("annotations") or {}, "hooks": plan.hooks,
-                "config_path": opts.config or os.path.join(bundle, "config.json"),
+                "config": cfg,
                 "cgroup": mgr.to_state() if mgr is not None else None}
         pid = 0
         try:
             c.sd.save(data)
             if plan.wait_fifo:
                 os.mkfifo(c.sd.fifo, 0o622)
+            if opts.console_socket:
+                from ocirun.linux import terminal
+                plan.console_fd = terminal.connect_console(opts.console_socket)
             pid = c._spawn_and_serve(plan, data, mgr, opts)
         except BaseException:
             c._undo_create(pid, mgr)
             raise
+        finally:
+            if plan.console_fd >= 0:
+                os.close(plan.console_fd)
         c.pid = pid
         c._mgr = mgr
         c.sd.unlock()
@@ -188,6 +201,8 @@ class Container:
             elif verb == "state":
                 sync.send("ok", json.dumps(oci_state(data, "creating")))
                 continue
+            elif verb == "console":  # foreground run with a terminal: we proxy it
+                self._console = fds[0]
             elif verb == "seccomp":
                 from ocirun.linux import seccomp
                 try:
@@ -241,30 +256,32 @@ class Container:
         run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
                        oci_state(data, "running"), log.warn)
 
-    def run_foreground(self, console=None) -> int:
-        """For `run`: release the init, forward signals, wait, clean up."""
+    def run_foreground(self) -> int:
+        """For `run`: release the init, forward signals (or proxy the
+        terminal), wait for the exit status, clean up."""
+        from ocirun.linux import terminal
         data = self._data()
         pid = self.pid
         sync = self._sync
-        forward = _SignalForwarder(pid)
         try:
-            sync.send("go")
-            verb, payload, _ = sync.recv()
-            sync.close()
-            self._sync = None
-            if verb == "error":
-                _kill_and_reap(pid)
-                raise OciError(payload.decode(errors="replace"))
-            from ocirun.hooks import run_hooks_warn
-            run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
-                           oci_state(data, "running"), log.warn)
-            status = forward.wait()
+            with terminal.forward_signals(pid) as fw:
+                sync.send("go")
+                verb, payload, _ = sync.recv()
+                sync.close()
+                self._sync = None
+                if verb == "error":
+                    raise OciError(payload.decode(errors="replace"))
+                from ocirun.hooks import run_hooks_warn
+                run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
+                               oci_state(data, "running"), log.warn)
+                if self._console >= 0:
+                    return terminal.proxy(self._console, pid)
+                return fw.wait()
         finally:
-            forward.restore()
+            if self._console >= 0:
+                os.close(self._console)
+                self._console = -1
             self.delete(force=True)
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.WEXITSTATUS(status)
 
     # -- kill / delete ------------------------------------------------------------
     def kill(self, sig: int = 15, all_processes: bool = False) -> None:
@@ -315,9 +332,20 @@ class Container:
 
 
 # --- helpers (parent side) -----------------------------------------------------
-def _prepare_security(plan, cfg: dict) -> None:
-    """Parse capabilities, compile seccomp and check LSMs before the fork."""
+_SCHED_PROCESS = ("ioPriority", "scheduler", "execCPUAffinity")
+_SCHED_LINUX = ("personality", "memoryPolicy")
+
+
+def _prepare_security(plan, cfg: dict, root: str) -> None:
+    """Parse capabilities, compile seccomp, check LSMs and the scheduling
+    extras before the fork, and load what the init will need after
+    pivot_root."""
     proc = cfg["process"]
+    if any(proc.get(f) is not None for f in _SCHED_PROCESS) or \
+            any(plan.linux.get(f) is not None for f in _SCHED_LINUX):
+        from ocirun.linux import sched
+        sched.validate(proc, plan.linux)
+        plan.process.sched = plan.linux
     if proc.get("capabilities") is not None:
         from ocirun.linux import caps
         plan.process.caps = caps.parse(proc["capabilities"], "process.capabilities")
@@ -325,7 +353,8 @@ def _prepare_security(plan, cfg: dict) -> None:
     sc = plan.linux.get("seccomp")
     if sc is not None:
         from ocirun.linux import seccomp
-        plan.process.seccomp = seccomp.compile(sc, "linux.seccomp")
+        plan.process.seccomp = seccomp.compile(sc, "linux.seccomp",
+                                               cache_dir=os.path.join(root, ".cache", "seccomp"))
         from ocirun.kernel import seccomp as _kseccomp  # noqa: F401  (loaded before the fork)
     if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
         from ocirun.linux import lsm
@@ -499,40 +528,6 @@ def _release_init(fifo: str, pid: int) -> None:
             pass
     if buf[1:].startswith(b"error "):
         raise OciError(buf[7:].decode(errors="replace"))
-
-
-class _SignalForwarder:
-    """Foreground run: signals sent to ocirun go to the container process."""
-
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH",
-               "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGPIPE", "SIGALRM", "SIGURG",
-               "SIGPWR", "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGSYS",
-               "SIGTRAP", "SIGABRT")
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.old = {}
-        for name in self.SIGNALS:
-            sig = getattr(_signal, name, None)
-            if sig is not None:
-                self.old[sig] = _signal.signal(sig, self._forward)
-
-    def _forward(self, sig, frame) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def wait(self) -> int:
-        while True:
-            try:
-                return os.waitpid(self.pid, 0)[1]
-            except InterruptedError:
-                continue
-
-    def restore(self) -> None:
-        for sig, h in self.old.items():
-            _signal.signal(sig, h)
 
 
 # --- module-level API -------------------------------------------------------------

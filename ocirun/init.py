@@ -62,10 +62,12 @@ class Init:
     # -- the sequence -------------------------------------------------------
     def run(self):
         plan = self.plan
+        proc = plan.process
         k.prctl(k.PR_SET_PDEATHSIG, 9)
+        # nothing in the container may open our /proc/<pid>/exe or fds
+        k.prctl(k.PR_SET_DUMPABLE, 0)
         self.setup_namespaces(k)
         self.setup_rootfs(k)
-        proc = plan.process
         if plan.runtime_hooks:
             self.join_cgroup()
             self.ask("hooks")
@@ -78,32 +80,30 @@ class Init:
                 k.unshare(k.CLONE_NEWCGROUP)
             self.mount_cgroups()
         self.enter_root(k)
+        pty = self.setup_console() if proc.terminal else None
         self.finish_rootfs(k)
-        process.set_rlimits(proc.rlimits)
-        process.set_oom_score_adj(proc.oom_score_adj)
         if not plan.no_new_keyring:
             try:
                 k.join_session_keyring(None)
             except OSError:
                 pass  # keyrings may be unavailable (e.g. seccomp'd host); runc ignores too
-        try:
-            os.chdir(proc.cwd)
-            os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)
-        except OSError as e:
-            raise OciError(f"cannot chdir to {proc.cwd}: {e.strerror}") from None
-        if not proc.args:
-            raise OciError("process.args is empty")
-        env = process.build_env(proc.env, proc.uid)
-        exe = process.find_executable(proc.args[0], env)
-        self.drop_privileges(k, proc)
+        exe, env = prepare_process(proc)
+        if pty is not None:
+            from ocirun.linux import terminal
+            terminal.make_controlling(pty.slave, uid=proc.uid)  # closes the slave fd
+        else:
+            os.setsid()
+        # from here on a dead parent shows as EOF at the "created" handshake
+        k.prctl(k.PR_SET_PDEATHSIG, 0)
+        drop_privileges(proc, self.sync)
         self.join_cgroup()
         self.sync.send("created")
         self.sync.expect("ok")
         self.wait_for_start()
         if plan.hooks.get("startContainer"):
             hooks.run_hooks(plan.hooks["startContainer"], "startContainer",
-                      dict(self.get_state(), status="created"))
-        self.exec(k, exe, proc.args, env)
+                            dict(self.get_state(), status="created"))
+        exec_process(proc, exe, env, plan.preserve_fds)
 
     def setup_namespaces(self, k) -> None:
         ns = self.plan.ns
@@ -169,14 +169,35 @@ class Init:
             userns_fd = -1
         devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
         devices.create_symlinks(self.rootfd)
-        if plan.process.terminal or plan.console_socket:
-            self.setup_console()
+        if plan.process.terminal:  # /dev/console: the pty slave is bound here later
+            os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
 
     def idmap_userns(self, step) -> int:
-        raise OciError(f"{step.path}: idmapped mounts are not supported yet")
+        """A user namespace holding the mount's id mappings (for MOUNT_ATTR_IDMAP)."""
+        uid_maps = step.uid_mappings or self.plan.uid_maps
+        gid_maps = step.gid_mappings or self.plan.gid_maps
+        if not uid_maps or not gid_maps:
+            raise OciError(f"{step.path}: an idmapped mount needs uidMappings and gidMappings "
+                           "(on the mount or in linux)")
+        return nsmod.userns_fd_with_maps(uid_maps, gid_maps)
 
-    def setup_console(self) -> None:
-        raise OciError("process.terminal: terminals are not supported yet")
+    def setup_console(self):
+        """A pty from the container's own devpts (so `tty` says /dev/pts/0),
+        bound to /dev/console; the master goes to the console socket, or to
+        the runtime for a foreground `run`."""
+        from ocirun.linux import terminal
+        pty = terminal.open_pty("/dev/ptmx")
+        if self.plan.process.console_size:
+            terminal.apply_size(pty.master, *self.plan.process.console_size)
+        terminal.bind_console(pty.slave_path)
+        if self.plan.console_fd >= 0:
+            terminal.send_console(self.plan.console_fd, pty.master)
+            os.close(self.plan.console_fd)
+        else:
+            self.sync.send("console", b"", [pty.master])
+            self.sync.expect("ok")
+        os.close(pty.master)
+        return pty
 
     def mount_cgroups(self) -> None:
         for step in self.plan.mounts_later:
@@ -222,30 +243,6 @@ class Init:
         else:
             os.umask(0o022)
 
-    def drop_privileges(self, k, proc) -> None:
-        caps = proc.caps
-        if caps is not None:
-            from ocirun.linux import caps as capmod  # loaded by the parent
-            capmod.drop_bounding(caps)
-            capmod.keep_caps()
-        process.switch_user(proc.uid, proc.gid, proc.additional_gids,
-                            in_userns_no_setgroups=False)
-        if caps is not None:
-            capmod.apply(caps)
-        elif proc.uid != 0:
-            pass  # the kernel drops root's capabilities with the uid change
-        # from here on a dead parent shows as EOF at the "created" handshake
-        k.prctl(k.PR_SET_PDEATHSIG, 0)
-        if proc.no_new_privs:
-            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-        if proc.seccomp is not None:
-            from ocirun.linux import seccomp
-            fd = seccomp.load(proc.seccomp)
-            if fd is not None:
-                self.sync.send("seccomp", b"", [fd])
-                os.close(fd)
-                self.sync.expect("ok")
-
     def wait_for_start(self) -> None:
         if not self.plan.wait_fifo:
             self.sync.expect("go")
@@ -267,27 +264,74 @@ class Init:
                     signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
 
-    def exec(self, k, exe: str, args: list[str], env: list[str]) -> None:
-        proc = self.plan.process
-        if proc.apparmor or proc.selinux:
-            from ocirun.linux import lsm
-            lsm.apply_exec_label(proc.cfg)
-        first = 3 + self.plan.preserve_fds
-        listen = 0
-        for e in env:
-            if e.startswith("LISTEN_FDS="):
-                try:
-                    listen = int(e[11:])
-                except ValueError:
-                    pass
-        first += listen
-        k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
-        for fd in range(3, first):
+
+# --- the process itself (shared with `exec`) -----------------------------------
+def prepare_process(proc) -> tuple[str, list[str]]:
+    """rlimits, oomScoreAdj, cwd and the executable, while still privileged."""
+    process.set_rlimits(proc.rlimits)
+    process.set_oom_score_adj(proc.oom_score_adj)
+    try:
+        os.chdir(proc.cwd)
+        os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)
+    except OSError as e:
+        raise OciError(f"cannot chdir to {proc.cwd}: {e.strerror}") from None
+    if not proc.args:
+        raise OciError("process.args must not be empty")
+    env = process.build_env(proc.env, proc.uid)
+    return process.find_executable(proc.args[0], env), env
+
+
+def drop_privileges(proc, sync: Sync) -> None:
+    """Scheduler and LSM label, then user + capabilities, no_new_privs and
+    seccomp. Without no_new_privs the filter needs CAP_SYS_ADMIN, so it is
+    loaded before the capabilities are dropped (as runc does)."""
+    if proc.sched:
+        from ocirun.linux import sched
+        sched.apply(proc.cfg, proc.sched)
+    if proc.apparmor or proc.selinux:
+        from ocirun.linux import lsm
+        lsm.apply_exec_label(proc.cfg)
+    if proc.seccomp is not None and not proc.no_new_privs:
+        _load_seccomp(proc, sync)
+    caps = proc.caps
+    if caps is not None:
+        from ocirun.linux import caps as capmod  # loaded by the parent
+        capmod.drop_bounding(caps)
+        capmod.keep_caps()
+    process.switch_user(proc.uid, proc.gid, proc.additional_gids, False)
+    if caps is not None:
+        capmod.apply(caps)
+    if proc.no_new_privs:
+        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        if proc.seccomp is not None:
+            _load_seccomp(proc, sync)
+
+
+def _load_seccomp(proc, sync: Sync) -> None:
+    from ocirun.linux import seccomp
+    fd = seccomp.load(proc.seccomp)
+    if fd is not None:  # SCMP_ACT_NOTIFY: the runtime hands it to the listener
+        sync.send("seccomp", b"", [fd])
+        os.close(fd)
+        sync.expect("ok")
+
+
+def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
+    """Close every fd but stdio, the preserved ones and LISTEN_FDS; execve."""
+    first = 3 + preserve_fds
+    for e in env:
+        if e.startswith("LISTEN_FDS="):
             try:
-                os.set_inheritable(fd, True)
-            except OSError:
+                first += int(e[11:])
+            except ValueError:
                 pass
-        os.execve(exe, args, dict(e.split("=", 1) for e in env))
+    k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, first):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
 
 
 def _die(signum, frame):

@@ -17,7 +17,7 @@ _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
 class ProcessPlan:
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
                  "oom_score_adj", "no_new_privs", "terminal", "console_size", "caps",
-                 "seccomp", "apparmor", "selinux", "cfg")
+                 "seccomp", "apparmor", "selinux", "sched", "cfg")
 
 
 class InitPlan:
@@ -25,7 +25,7 @@ class InitPlan:
                  "time_offsets", "mounts_now", "mounts_later", "devices", "bind_devices",
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
-                 "wait_fifo", "cgroup_join", "has_mount_ns", "mount_label", "console_socket",
+                 "wait_fifo", "cgroup_join", "has_mount_ns", "mount_label", "console_fd",
                  "linux")
 
 
@@ -50,6 +50,7 @@ def build_process(proc: dict, base: str = "process") -> ProcessPlan:
     p.seccomp = None
     p.apparmor = proc.get("apparmorProfile")
     p.selinux = proc.get("selinuxLabel")
+    p.sched = None  # the linux object, when it asks for scheduling extras
     if proc.get("commandLine") is not None:
         raise NotSupported(f"{base}.commandLine", "commandLine (Windows only)")
     return p
@@ -112,7 +113,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.wait_fifo = wait_fifo
     plan.cgroup_join = True
     plan.mount_label = linux.get("mountLabel")
-    plan.console_socket = None
+    plan.console_fd = -1
     return plan
 
 

@@ -164,3 +164,32 @@ def write_time_offsets(offsets: dict) -> None:
     lines = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n"
                     for clock, o in offsets.items())
     _write("/proc/self/timens_offsets", lines)
+
+
+def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict]) -> int:
+    """An fd of a new user namespace with these mappings (for idmapped mounts):
+    a short-lived child unshares it, we write its maps and keep the fd."""
+    from ocirun.kernel import syscalls as k
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            k.unshare(k.CLONE_NEWUSER)
+            os.write(w, b"1")
+            os.read(r2, 1)  # wait until the parent has opened our namespace
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"1":
+            raise OciError("cannot create a user namespace for an idmapped mount")
+        write_id_maps(pid, uid_maps, gid_maps)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w2)
+        os.waitpid(pid, 0)
