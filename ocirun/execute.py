@@ -1,0 +1,330 @@
+"""`exec`: run a new process inside a running container.
+
+The runtime clones one child (in the container's pid and time namespaces
+for its children, entered and left around the clone); the child makes
+itself non-dumpable, joins the other namespaces of the container's init
+(user first, mount last: setns(mnt) also moves it to the container's root),
+sets up the process exactly as the init does (shared code in init.py), asks
+the runtime to put it in the container's cgroup as late as possible, and
+execs. The runtime waits for the exec (the sync socket closes on execve),
+writes the pid file, and either returns (--detach) or forwards signals /
+proxies the terminal and returns the exit status.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ocirun.errors import ConfigError, OciError, StateError
+
+_PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup",
+            "pid": "pid", "time": "time", "mount": "mnt"}
+_JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "mount")
+
+
+class ExecOptions:
+    __slots__ = ("detach", "pid_file", "console_socket", "preserve_fds", "cgroup",
+                 "ignore_paused")
+
+    def __init__(self, detach: bool = False, pid_file: str | None = None,
+                 console_socket: str | None = None, preserve_fds: int = 0,
+                 cgroup: str | None = None, ignore_paused: bool = False) -> None:
+        self.detach = detach
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+        self.cgroup = cgroup
+        self.ignore_paused = ignore_paused
+
+
+def load_process_file(path: str) -> dict:
+    """A --process JSON file, validated like config.json's process."""
+    from ocirun import spec
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            proc = json.loads(f.read())
+    except FileNotFoundError:
+        raise ConfigError("", f"cannot read {path}: no such file", name) from None
+    except OSError as e:
+        raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
+    except (ValueError, RecursionError) as e:
+        raise ConfigError("", f"malformed JSON: {spec._json_error(e)}", name) from None
+    if not isinstance(proc, dict):
+        raise ConfigError("", "must be a JSON object", name)
+    spec.check_process(proc, "", spec.Checker(name), exec_process=True)
+    return proc
+
+
+def process_from_flags(base: dict, args: list[str], *, tty: bool = False,
+                       env: list[str] | None = None, cwd: str | None = None,
+                       user: str | None = None, additional_gids: list[str] | None = None,
+                       caps: list[str] | None = None, no_new_privs: bool = False,
+                       apparmor: str | None = None, process_label: str | None = None) -> dict:
+    """runc's exec without --process: the container's process, overridden by flags."""
+    if not args:
+        raise OciError("exec needs a command to run")
+    proc = json.loads(json.dumps(base))  # a deep copy, cheap for this size
+    proc["args"] = args
+    proc["terminal"] = tty
+    proc.pop("consoleSize", None)
+    if env:
+        merged = {e.split("=", 1)[0]: e for e in proc.get("env") or []}
+        for e in env:
+            if "=" not in e:
+                raise OciError(f"--env {e!r}: must be KEY=VALUE")
+            merged[e.split("=", 1)[0]] = e
+        proc["env"] = list(merged.values())
+    if cwd:
+        proc["cwd"] = cwd
+    if user:
+        uid_s, _, gid_s = user.partition(":")
+        try:
+            u = proc.setdefault("user", {})
+            u["uid"] = int(uid_s)
+            if gid_s:
+                u["gid"] = int(gid_s)
+            if u["uid"] < 0 or u.get("gid", 0) < 0:
+                raise ValueError
+        except ValueError:
+            raise OciError(f"--user {user!r}: must be uid[:gid] (numbers)") from None
+    if additional_gids:
+        try:
+            proc.setdefault("user", {})["additionalGids"] = [int(g) for g in additional_gids]
+        except ValueError:
+            raise OciError(f"--additional-gids {additional_gids}: must be numbers") from None
+    if caps:
+        c = proc.setdefault("capabilities", {})
+        for s in ("bounding", "effective", "permitted", "ambient", "inheritable"):
+            if s == "inheritable" and s not in c:
+                continue
+            c[s] = list(dict.fromkeys((c.get(s) or []) + caps))
+    if no_new_privs:
+        proc["noNewPrivileges"] = True
+    if apparmor:
+        proc["apparmorProfile"] = apparmor
+    if process_label:
+        proc["selinuxLabel"] = process_label
+    return proc
+
+
+def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
+            opts: ExecOptions | None = None) -> int:
+    """Run proc_cfg in container cid; the exit status (0 at once with detach)."""
+    from ocirun import plan as planmod
+    from ocirun.container import Container, _prepare_security, cgroup_manager, oci_state
+    opts = opts or ExecOptions()
+    c = Container(cid, root)
+    data = c._data()
+    st = c.status()
+    if st == "stopped" or st == "creating":
+        raise StateError(f"cannot exec in a {st} container")
+    if st == "paused" and not opts.ignore_paused:
+        raise StateError("cannot exec in a paused container (use --ignore-paused to override)")
+    cfg = data.get("config") or {}
+    pplan = planmod.build_process(proc_cfg)
+    if not pplan.args:
+        raise ConfigError("args", "must name the program to run", "process")
+
+    class _P:  # what _prepare_security needs of a plan
+        process = pplan
+        linux = cfg.get("linux") or {}
+
+    _prepare_security(_P, dict(cfg, process=proc_cfg), c.root)
+    from ocirun.linux import terminal
+    if pplan.terminal or opts.console_socket:
+        terminal.check_terminal_args(pplan.terminal, opts.console_socket, opts.detach)
+        if opts.console_socket:
+            terminal.check_console_socket(opts.console_socket)
+    init_pid = data["pid"]
+    ns_types = [ns["type"] for ns in (cfg.get("linux") or {}).get("namespaces") or []]
+    mgr = cgroup_manager(data)
+    return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st))
+
+
+def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
+    fds = {}
+    try:
+        for t in types:
+            fds[t] = os.open(f"/proc/{pid}/ns/{_PROC_NS[t]}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        for fd in fds.values():
+            os.close(fd)
+        raise StateError(f"cannot open the container's {t} namespace: {e.strerror}") from None
+    return fds
+
+
+def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: ExecOptions,
+         state: dict) -> int:
+    from ocirun import init  # noqa: F401  (before the fork: the child needs it after setns)
+    from ocirun.kernel import syscalls as k
+    from ocirun.linux import terminal
+    from ocirun.sync import Sync
+    nsfds = _open_ns(init_pid, ns_types)
+    console_fd = terminal.connect_console(opts.console_socket) if opts.console_socket else -1
+    parent, child = Sync.pair()
+    restore = []
+    pid = 0
+    try:
+        for t, flag in (("pid", k.CLONE_NEWPID), ("time", k.CLONE_NEWTIME)):
+            if t in nsfds:
+                restore.append((os.open(f"/proc/self/ns/{_PROC_NS[t]}",
+                                        os.O_RDONLY | os.O_CLOEXEC), flag))
+                k.setns(nsfds[t], flag)
+        import gc
+        gc.freeze()
+        pid = k.clone(0)
+        if pid == 0:
+            parent.close()
+            _child(pplan, child, nsfds, console_fd, opts.preserve_fds)
+    finally:
+        if pid != 0:
+            for fd, flag in restore:
+                k.setns(fd, flag)
+                os.close(fd)
+            for fd in nsfds.values():
+                os.close(fd)
+            child.close()
+            if console_fd >= 0:
+                os.close(console_fd)
+    master = -1
+    try:
+        while True:
+            verb, payload, fds = parent.recv()
+            if verb == "ready":
+                if mgr is not None:
+                    _join_cgroup(mgr, pid, opts.cgroup)
+                parent.send("ok")
+                break
+            if verb == "console":
+                master = fds[0]
+            elif verb == "seccomp":
+                from ocirun.linux import seccomp
+                try:
+                    sc = (data.get("config") or {}).get("linux", {}).get("seccomp") or {}
+                    seccomp.send_listener(sc.get("listenerPath"), fds[0], state,
+                                          sc.get("listenerMetadata", ""))
+                finally:
+                    os.close(fds[0])
+            elif verb == "error":
+                raise OciError(payload.decode(errors="replace"))
+            elif verb == "":
+                raise OciError("exec: the process setup died unexpectedly")
+            parent.send("ok")
+        verb, payload, _ = parent.recv()  # EOF once execve closed its end
+        if verb == "error":
+            raise OciError(payload.decode(errors="replace"))
+    except BaseException:
+        parent.close()
+        if master >= 0:
+            os.close(master)
+        _reap(pid)
+        raise
+    parent.close()
+    if opts.pid_file:
+        from ocirun.statedir import write_atomic
+        write_atomic(os.path.abspath(opts.pid_file), str(pid).encode())
+    if opts.detach:
+        if master >= 0:
+            os.close(master)
+        return 0
+    with terminal.forward_signals(pid) as fw:
+        if master >= 0:
+            try:
+                return terminal.proxy(master, pid)
+            finally:
+                os.close(master)
+        return fw.wait()
+
+
+def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
+    if not sub:
+        mgr.add_pid(pid)
+        return
+    path = sub.partition(":")[2] if ":" in sub else sub
+    if ".." in path.split("/"):
+        raise OciError(f"--cgroup {sub!r}: must not contain '..'")
+    for d in mgr.dirs():
+        target = os.path.join(d, path.strip("/"), "cgroup.procs")
+        try:
+            with open(target, "w") as f:
+                f.write(str(pid))
+        except FileNotFoundError:
+            raise OciError(f"--cgroup {sub!r}: {os.path.dirname(target)} does not exist") from None
+
+
+def _reap(pid: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int) -> None:
+    """In the cloned child; never returns."""
+    from ocirun import init
+    from ocirun.kernel import syscalls as k
+    try:
+        k.prctl(k.PR_SET_PDEATHSIG, 9)
+        # before entering: a container process must not reach our exe or fds
+        k.prctl(k.PR_SET_DUMPABLE, 0)
+        from ocirun.linux import namespaces as nsmod
+        for t in _JOIN_ORDER:
+            if t in nsfds:
+                try:
+                    k.setns(nsfds[t], nsmod.FLAGS[t])
+                except OSError as e:
+                    raise OciError(f"cannot join the container's {t} namespace: "
+                                   f"{e.strerror}") from None
+        for fd in nsfds.values():
+            os.close(fd)
+        if "mount" not in nsfds:
+            raise OciError("the container has no mount namespace to exec into")
+        pty = None
+        if pplan.terminal:
+            from ocirun.linux import terminal
+            pty = terminal.open_pty("/dev/ptmx")
+            if pplan.console_size:
+                terminal.apply_size(pty.master, *pplan.console_size)
+            if console_fd >= 0:
+                terminal.send_console(console_fd, pty.master)
+                os.close(console_fd)
+            else:
+                sync.send("console", b"", [pty.master])
+                sync.expect("ok")
+            os.close(pty.master)
+        if pplan.cfg.get("execCPUAffinity"):
+            from ocirun.linux import sched
+            sched.set_exec_affinity(pplan.cfg, "initial")
+        exe, env = init.prepare_process(pplan)
+        if pty is not None:
+            from ocirun.linux import terminal
+            terminal.make_controlling(pty.slave, uid=pplan.uid)
+        else:
+            os.setsid()
+        init.drop_privileges(pplan, sync)
+        sync.send("ready")
+        sync.expect("ok")
+        if pplan.cfg.get("execCPUAffinity"):
+            from ocirun.linux import sched
+            sched.set_exec_affinity(pplan.cfg, "final")
+        init.exec_process(pplan, exe, env, preserve_fds)
+    except OciError as e:
+        _send_error(sync, str(e))
+    except OSError as e:
+        _send_error(sync, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+    except BaseException as e:
+        _send_error(sync, f"internal error in exec: {type(e).__name__}: {e}")
+    os._exit(255)
+
+
+def _send_error(sync, msg: str) -> None:
+    try:
+        sync.send("error", msg)
+    except OSError:
+        try:
+            os.write(2, f"ocirun: {msg}\n".encode())
+        except OSError:
+            pass
