@@ -6,9 +6,9 @@ and its namespaces are owned by its new user namespace. pid and time
 namespaces given by path are entered by the parent for its children only
 (setns for children) and left right after the clone.
 
-Slow path (a user namespace joined by path, or a new user namespace next to
-namespaces joined by path): the child joins the paths, unshares the new
-ones, and clones once more with CLONE_PARENT so the real init is still the
+Slow path (any namespace but pid/time joined by path, or new user and time
+namespaces together): the child joins the paths, unshares the new ones,
+and clones once more with CLONE_PARENT so the real init is still the
 runtime's child.
 """
 from __future__ import annotations
@@ -56,8 +56,13 @@ def plan_namespaces(namespaces: list[dict]) -> NsPlan:
             p.new.add(t)
     p.new_user = "user" in p.new
     p.new_cgroup = "cgroup" in p.new
+    # Slow path whenever the child must setns() itself: a namespace joined by
+    # path (other than pid/time, which the parent enters for its children),
+    # or a new time namespace inside a new user namespace: clone() has no bit
+    # for CLONE_NEWTIME (0x80 is the exit signal's) and the offsets must be
+    # written before any process is inside, so the child unshares it.
     joined_other = set(p.paths) - {"pid", "time"}
-    p.slow = "user" in p.paths or (p.new_user and bool(joined_other))
+    p.slow = "user" in p.paths or bool(joined_other) or (p.new_user and "time" in p.new)
     new_flags = 0
     for t in p.new:
         if t != "cgroup":  # the cgroup namespace comes after the cgroup join
@@ -73,7 +78,8 @@ def plan_namespaces(namespaces: list[dict]) -> NsPlan:
         p.clone_flags = new_flags
     else:
         p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
-        p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or "pid" in p.paths
+        p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or \
+            "pid" in p.paths or "time" in p.paths
     return p
 
 
@@ -163,7 +169,21 @@ def write_time_offsets(offsets: dict) -> None:
     """linux.timeOffsets into the time namespace our children will enter."""
     lines = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n"
                     for clock, o in offsets.items())
-    _write("/proc/self/timens_offsets", lines)
+    try:
+        _write("/proc/self/timens_offsets", lines)
+        return
+    except OciError:
+        # After setresuid() in a new user namespace the process is not
+        # dumpable, so /proc/self belongs to host root, which is not mapped
+        # there: EACCES. Dumpable for this one write (no one else is inside).
+        from ocirun.kernel import syscalls as k
+        if k.prctl(3) == 1:  # PR_GET_DUMPABLE: it was not the cause
+            raise
+    k.prctl(k.PR_SET_DUMPABLE, 1)
+    try:
+        _write("/proc/self/timens_offsets", lines)
+    finally:
+        k.prctl(k.PR_SET_DUMPABLE, 0)
 
 
 def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict]) -> int:

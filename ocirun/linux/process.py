@@ -43,12 +43,26 @@ def switch_user(uid: int, gid: int, additional: list[int], in_userns_no_setgroup
     """setgroups, then gid, then uid (the order that keeps the right to change)."""
     try:
         if not in_userns_no_setgroups:
-            os.setgroups(additional)
+            try:
+                os.setgroups(additional)
+            except PermissionError:
+                # a joined user namespace whose setgroups is "deny" (as
+                # `unshare --map-root-user` makes it): fine with no extra groups
+                if additional or not _setgroups_denied():
+                    raise
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     except OSError as e:
         raise OciError(f"cannot change to uid {uid} gid {gid}: {e.strerror}"
                        " (is the id mapped in the user namespace?)") from None
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
 
 
 def home_of(uid: int) -> str:
