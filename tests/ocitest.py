@@ -117,3 +117,21 @@ class Runtime:
 def _host_mounts_mentioning(text: str) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [ln for ln in f if text in ln]
+
+
+def schema_validator(name: str):
+    """A jsonschema validator for one of the runtime-spec's schemas in
+    ../shared/runtime-spec/schema (their $refs resolved from the same dir)."""
+    import pathlib
+
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+    base = pathlib.Path(SHARED) / "runtime-spec" / "schema"
+
+    def retrieve(uri: str):
+        text = (base / uri.rsplit("/", 1)[-1]).read_text()
+        return Resource.from_contents(json.loads(text), default_specification=DRAFT7)
+
+    schema = json.loads((base / name).read_text())
+    return jsonschema.Draft7Validator(schema, registry=Registry(retrieve=retrieve))
