@@ -163,7 +163,7 @@ class StateDir:
         pid = data.get("pid", 0)
         if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
             return "stopped"
-        if os.path.exists(self.fifo):
+        if os.path.exists(self.fifo) and _init_waits(pid, self.path, self.fifo):
             return "created"
         if data.get("cgroup"):
             from ocirun.container import cgroup_manager
@@ -171,6 +171,29 @@ class StateDir:
             if mgr is not None and mgr.frozen():
                 return "paused"
         return "running"
+
+
+def _init_waits(pid: int, path: str, fifo: str) -> bool:
+    """True while the init has not exec'd: until execve it holds an fd on
+    the state dir (then on the exec fifo); both are O_CLOEXEC. The fifo alone
+    is not enough: a `start` killed after the exec but before it removed the
+    fifo would leave a running container that looks "created" forever (and
+    a second start would wait on the fifo for ever)."""
+    try:
+        ids = {(st.st_dev, st.st_ino) for st in (os.stat(path), os.stat(fifo))}
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot look (not ours to inspect): trust the fifo, as runc
+    for n in names:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{n}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in ids:
+            return True
+    return False
 
 
 def list_ids(root: str) -> list[str]:
