@@ -1,0 +1,239 @@
+"""Engine tests: podman (through conmon) and containerd (through its runc v2
+shim) drive ocirun and runc alike. Every test runs once per runtime.
+
+Session fixtures build a busybox image locally, configure an isolated podman,
+start a private containerd (stopped at the end), and put an argv-recording
+wrapper in front of each runtime. Each test's teardown removes what it left
+and then fails the test if a container, runtime state, cgroup, mount or
+process of its containers is still there.
+
+Helpers live in enginekit.py (this file only declares fixtures).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+import enginekit as ek
+
+KEEP_LOG = os.path.join(ek.REPO, "build", "engines", "argv.log")
+
+
+def _missing(*tools: str) -> list[str]:
+    return [t for t in tools if not shutil.which(t) and not os.access(f"/usr/sbin/{t}", os.X_OK)]
+
+
+@pytest.fixture(scope="session")
+def engine_base():
+    base = tempfile.mkdtemp(prefix="ocirun-eng-", dir="/tmp")
+    os.chmod(base, 0o755)
+    yield base
+    try:
+        os.makedirs(os.path.dirname(KEEP_LOG), exist_ok=True)
+        shutil.copy(os.path.join(base, "argv.log"), KEEP_LOG)
+    except OSError:
+        pass
+    ek.unmount_all(base)
+    left = ek.mounts_mentioning(base)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left, f"mounts left under {base}: {left}"
+
+
+@pytest.fixture(scope="session")
+def argv_log(engine_base) -> ek.ArgvLog:
+    return ek.ArgvLog(engine_base)
+
+
+@pytest.fixture(scope="session")
+def image_tars(engine_base) -> dict:
+    rootfs = ek.rootfs_tar(os.path.join(engine_base, "rootfs.tar"), engine_base)
+    return {"rootfs": rootfs,
+            "oci": ek.oci_archive(os.path.join(engine_base, "image-oci.tar"), rootfs)}
+
+
+@pytest.fixture(params=ek.RUNTIMES)
+def runtime(request) -> str:
+    name = request.param
+    if not ek.runtime_binary(name):
+        hint = "run `make install`" if name == "ocirun" else "apt-get install runc"
+        pytest.skip(f"{name} is not installed ({hint})")
+    return name
+
+
+def _leaks(ids: list[str], runtime: str, runtime_root: str | None, extra_needles=()) -> dict:
+    """What is left of the given containers anywhere on the host."""
+    found = {}
+    state = ek.runtime_state_ids(runtime, ids, runtime_root)
+    if state:
+        found["runtime state"] = state
+    cg = ek.cgroups_mentioning(*ids)
+    if cg:
+        found["cgroups"] = cg
+    mnt = ek.mounts_mentioning(*ids, *extra_needles)
+    if mnt:
+        found["mounts"] = mnt
+    procs = ek.processes_mentioning(*ids)
+    if procs:
+        found["processes"] = procs
+    return found
+
+
+def _settle(check, timeout: float = 5.0):
+    """Engines finish some cleanup asynchronously (conmon, the shim): poll."""
+    end = time.monotonic() + timeout
+    while True:
+        left = check()
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.2)
+
+
+def _force_clean(ids, runtime, runtime_root, leaks) -> None:
+    binary = ek.runtime_binary(runtime)
+    root = ["--root", runtime_root or ek.DEFAULT_ROOTS[runtime]]
+    for cid in leaks.get("runtime state", []):
+        ek.run([binary, *root, "delete", "--force", cid], timeout=30)
+    for pid, _cmd in leaks.get("processes", []):
+        ek.kill_pid(pid, wait=2)
+    for ln in leaks.get("mounts", []):
+        ek.run(["umount", "-l", ln.split()[4]], timeout=30)
+    ek.remove_cgroups(ek.cgroups_mentioning(*ids))
+
+
+# ---------------------------------------------------------------- podman
+
+@pytest.fixture(scope="session")
+def podman_engine(engine_base, argv_log, image_tars):
+    missing = _missing("podman", "conmon")
+    if missing:
+        pytest.skip(f"podman cannot be used here: {', '.join(missing)} not installed "
+                    "(apt-get install podman conmon)")
+    pm = ek.Podman(engine_base, argv_log.wrappers)
+    try:
+        r = pm("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
+        if r.rc != 0:
+            pytest.skip(f"podman cannot start here: {r}")
+        yield pm
+    finally:
+        pm.shutdown()
+
+
+class PodmanFor:
+    """podman bound to one runtime; records what the engine called."""
+
+    def __init__(self, engine: ek.Podman, runtime: str, log: ek.ArgvLog, offset: int) -> None:
+        self.engine, self.runtime, self.log, self.offset = engine, runtime, log, offset
+
+    def __call__(self, *args: str, **kw) -> ek.Result:
+        return self.engine(*args, runtime=self.runtime, **kw)
+
+    def ok(self, *args: str, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.rc == 0, r
+        return r.out
+
+    def calls(self) -> list[tuple[str, str, list[str]]]:
+        return self.log.since(self.offset)
+
+    def subcommands(self) -> list[str]:
+        return [ek.subcommand(argv)[0] for _c, _r, argv in self.calls()]
+
+
+@pytest.fixture
+def podman(podman_engine, runtime, argv_log, request):
+    offset = argv_log.mark(f"podman {request.node.nodeid}")
+    p = PodmanFor(podman_engine, runtime, argv_log, offset)
+    yield p
+    podman_engine.remove_all()
+    left_in_engine = podman_engine.container_ids()
+    ids = ek.created_ids(p.calls())
+    leaks = _settle(lambda: _leaks(ids, runtime, None))
+    if leaks:
+        _force_clean(ids, runtime, None, leaks)
+    assert not left_in_engine, f"podman still lists containers: {left_in_engine}"
+    assert not leaks, f"left behind by podman+{runtime}: {leaks}"
+
+
+# ---------------------------------------------------------------- containerd
+
+@pytest.fixture(scope="session")
+def containerd_engine(engine_base, argv_log, image_tars):
+    missing = _missing("containerd", "ctr", "containerd-shim-runc-v2")
+    if missing:
+        pytest.skip(f"containerd cannot be used here: {', '.join(missing)} not installed "
+                    "(apt-get install containerd)")
+    cd = ek.Containerd(engine_base)
+    try:
+        try:
+            cd.start()
+        except (RuntimeError, OSError) as e:
+            pytest.skip(f"containerd cannot start here: {e}")
+        r = cd.ctr("images", "import", image_tars["oci"], timeout=120)
+        assert r.rc == 0, r
+        yield cd
+    finally:
+        cd.shutdown()
+
+
+class CtrFor:
+    """ctr bound to one runtime (`--runc-binary`, kept by the shim for the
+    task's life); records what the shim called."""
+
+    def __init__(self, engine: ek.Containerd, runtime: str, wrapper: str,
+                 log: ek.ArgvLog, offset: int) -> None:
+        self.engine, self.runtime, self.wrapper = engine, runtime, wrapper
+        self.log, self.offset = log, offset
+
+    def __call__(self, *args: str, **kw) -> ek.Result:
+        return self.engine.ctr(*args, **kw)
+
+    def run(self, *args: str, **kw) -> ek.Result:
+        """`ctr run --runc-binary WRAPPER ARGS...`"""
+        return self.engine.ctr("run", "--runc-binary", self.wrapper, *args, **kw)
+
+    def ok(self, *args: str, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.rc == 0, r
+        return r.out
+
+    def task_status(self, cid: str) -> str:
+        for ln in self("tasks", "ls").out.splitlines()[1:]:
+            f = ln.split()
+            if f and f[0] == cid:
+                return f[-1]
+        return ""
+
+    def wait_status(self, cid: str, status: str, timeout: float = 10) -> str:
+        end = time.monotonic() + timeout
+        while True:
+            s = self.task_status(cid)
+            if s == status or time.monotonic() > end:
+                return s
+            time.sleep(0.1)
+
+    def calls(self) -> list[tuple[str, str, list[str]]]:
+        return self.log.since(self.offset)
+
+    def subcommands(self) -> list[str]:
+        return [ek.subcommand(argv)[0] for _c, _r, argv in self.calls()]
+
+
+@pytest.fixture
+def ctr(containerd_engine, runtime, argv_log, request):
+    offset = argv_log.mark(f"containerd {request.node.nodeid}")
+    c = CtrFor(containerd_engine, runtime, argv_log.wrappers[runtime], argv_log, offset)
+    yield c
+    containerd_engine.remove_all()
+    left_in_engine = containerd_engine.container_ids()
+    ids = ek.created_ids(c.calls())
+    root = containerd_engine.runtime_root()
+    dirs = [containerd_engine.task_dir(i) + "/" for i in ids]
+    leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
+    if leaks:
+        _force_clean(ids, runtime, root, leaks)
+    assert not left_in_engine, f"containerd still lists containers: {left_in_engine}"
+    assert not leaks, f"left behind by containerd+{runtime}: {leaks}"
