@@ -11,6 +11,11 @@ import time
 
 from ocirun.errors import ConfigError
 
+# While True, write() only checks that the file can be opened for writing:
+# Manager.check() runs apply() this way so an update validates every field
+# before it changes any (see Manager.update).
+DRY_RUN = False
+
 
 def write(dirpath: str, name: str, value: str | int, jpath: str) -> None:
     """Write one value to dirpath/name (a single write(2), as the kernel wants)."""
@@ -18,6 +23,9 @@ def write(dirpath: str, name: str, value: str | int, jpath: str) -> None:
     data = str(value).encode()
     try:
         fd = os.open(fn, os.O_WRONLY | os.O_CLOEXEC)
+        if DRY_RUN:
+            os.close(fd)
+            return
     except FileNotFoundError:
         if not os.path.isdir(dirpath):
             raise ConfigError(jpath, f"cgroup {dirpath} does not exist") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+SIGKILL = 9  # (the signal module would pull in enum on every container start)
 import time
 
 from ocirun.cgroups import fsutil
@@ -52,8 +52,26 @@ class Manager:
         return os.path.isdir(self.procs_path())
 
     def update(self, resources: dict, path: str = "linux.resources") -> None:
-        """`ocirun update`: write the given fields; the others keep their values."""
+        """`ocirun update`: write the given fields; the others keep their values.
+
+        Everything is validated first (check()), so bad input changes nothing;
+        only a write the kernel refuses can leave earlier fields written.
+        """
+        self.check(resources, path)
         self.apply(resources, path)
+
+    def check(self, resources: dict, path: str = "linux.resources") -> None:
+        """apply() with writes turned into 'can this file be opened' checks;
+        raises what apply() would raise for bad input; warnings are not kept."""
+        saved = list(self.warnings), self.on_warning
+        self.on_warning = None
+        fsutil.DRY_RUN = True
+        try:
+            self.apply(resources, path)
+        finally:
+            fsutil.DRY_RUN = False
+            self.warnings[:] = saved[0]
+            self.on_warning = saved[1]
 
     def pids(self) -> list[int]:
         """Every process in the cgroup and its sub-cgroups (pids in our pid ns)."""
@@ -67,7 +85,7 @@ class Manager:
         """
         if not self.exists():
             return
-        if sig == signal.SIGKILL and self._cgroup_kill():
+        if sig == SIGKILL and self._cgroup_kill():
             return
         froze = False
         if self.can_freeze():
@@ -96,7 +114,7 @@ class Manager:
         """Kill what is left, then remove the directories; idempotent."""
         deadline = time.monotonic() + 5
         while self.exists() and self.pids():
-            self.kill_all(signal.SIGKILL)
+            self.kill_all(SIGKILL)
             if time.monotonic() > deadline:
                 raise CgroupError(f"cgroup {self.procs_path()}: processes survive SIGKILL")
             time.sleep(0.01)

@@ -214,11 +214,15 @@ class SystemdManager(Manager):
             return
         properties(resources, self.version, path)  # validate now
         if not self.fs.exists():
+            from ocirun.cgroups import fsutil
+            if fsutil.DRY_RUN:
+                return
             self.pending = _merge(self.pending or {}, resources)
             self._pending_path = path
             return
         props = properties(resources, self.version, path)
-        if props:
+        from ocirun.cgroups import fsutil
+        if props and not fsutil.DRY_RUN:
             try:
                 with self._bus() as c:
                     c.call(DEST, OBJ, IFACE, "SetUnitProperties", "sba(sv)",

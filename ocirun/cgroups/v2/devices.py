@@ -9,6 +9,9 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     if res.get("devices") is None:
         return
     rules = devices.parse_rules(res["devices"], path + ".devices")
+    from ocirun.cgroups import fsutil
+    if fsutil.DRY_RUN:
+        return
     try:
         devices.attach_v2(d, rules)
     except OSError as e:
