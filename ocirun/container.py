@@ -9,7 +9,6 @@ the way is undone: process, cgroup, state dir.
 from __future__ import annotations
 
 import os
-import signal as _signal
 
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
@@ -154,6 +153,10 @@ class Container:
             os.close(dirfd)
         self._sync = parent
         data["pid"] = pid
+        if mgr is not None:
+            import _thread
+            from ocirun import cgroups
+            _thread.start_new_thread(cgroups.prewarm_migration, ())
         try:
             if mgr is not None:
                 mgr.create()
@@ -177,8 +180,8 @@ class Container:
 
     def _serve(self, plan, data: dict, mgr, pid: int) -> int:
         """Answer the init's requests until it says "created"."""
-        import json
         from ocirun.hooks import run_hooks
+        from ocirun.jsonutil import dumps
         sync = self._sync
         while True:
             verb, payload, fds = sync.recv()
@@ -199,7 +202,7 @@ class Container:
                 run_hooks(plan.hooks.get("prestart"), "prestart", st)
                 run_hooks(plan.hooks.get("createRuntime"), "createRuntime", st)
             elif verb == "state":
-                sync.send("ok", json.dumps(oci_state(data, "creating")))
+                sync.send("ok", dumps(oci_state(data, "creating")))
                 continue
             elif verb == "console":  # foreground run with a terminal: we proxy it
                 self._console = fds[0]
@@ -460,6 +463,7 @@ def _signal_pid(pid: int, start_time, sig: int, missing_ok: bool = False) -> Non
             if missing_ok:
                 return
             raise StateError("container not running")
+        import _signal
         _signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
         if not missing_ok:

@@ -10,17 +10,17 @@ Each hook gets the container state JSON on stdin, its own args and env
 """
 from __future__ import annotations
 
-import json
 import os
 
 from ocirun.errors import OciError
+from ocirun.jsonutil import dumps
 
 
 def run_hooks(hooks: list[dict] | None, kind: str, state: dict) -> None:
     """Run hooks in order; the first failure raises OciError."""
     if not hooks:
         return
-    data = json.dumps(state).encode()
+    data = dumps(state).encode()
     for i, h in enumerate(hooks):
         run_one(h, data, f"{kind}[{i}]")
 
@@ -29,7 +29,7 @@ def run_hooks_warn(hooks: list[dict] | None, kind: str, state: dict, log) -> Non
     """poststart/poststop: a failure is a warning and the rest still run."""
     if not hooks:
         return
-    data = json.dumps(state).encode()
+    data = dumps(state).encode()
     for i, h in enumerate(hooks):
         try:
             run_one(h, data, f"{kind}[{i}]")

@@ -55,8 +55,8 @@ class Init:
 
     def get_state(self) -> dict:
         if self.state is None:
-            import json
-            self.state = json.loads(self.ask("state"))
+            from ocirun.jsonutil import loads
+            self.state = loads(self.ask("state"))
         return self.state
 
     # -- the sequence -------------------------------------------------------
@@ -247,12 +247,11 @@ class Init:
         if not self.plan.wait_fifo:
             self.sync.expect("go")
             return
-        import signal
+        import _signal
         # Until execve, the init is PID 1 and ignores unhandled signals: make
         # `kill` of a created container behave as it would for the process.
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, _die)
+        for sig in _TERMINATING:
+            _signal.signal(sig, _die)
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.state_dirfd)
         os.close(self.state_dirfd)
         self.state_dirfd = -1
@@ -260,9 +259,8 @@ class Init:
         # keep fd: it closes at execve (O_CLOEXEC), which `start` waits for
         self.fifo_fd = fd
         self.sync.close()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in _TERMINATING:
+            _signal.signal(sig, _signal.SIG_DFL)
 
 
 # --- the process itself (shared with `exec`) -----------------------------------
@@ -332,6 +330,9 @@ def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
         except OSError:
             pass
     os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
+
+
+_TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
 
 
 def _die(signum, frame):

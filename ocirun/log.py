@@ -37,8 +37,8 @@ def _write_file(level: str, msg: str) -> bool:
         except OSError:
             return False
     if _state["json"]:
-        import json
-        line = json.dumps({"level": level, "msg": msg, "time": _stamp()}) + "\n"
+        from ocirun.jsonutil import dumps
+        line = dumps({"level": level, "msg": msg, "time": _stamp()}) + "\n"
     else:
         line = f'time="{_stamp()}" level={level} msg="{msg}"\n'
     try:

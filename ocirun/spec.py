@@ -8,7 +8,6 @@ NotSupported, so a config is never half-honoured in silence.
 """
 from __future__ import annotations
 
-import json
 import os
 
 from ocirun.errors import ConfigError, NotSupported
@@ -92,15 +91,28 @@ def load(bundle: str, config_path: str | None = None) -> dict:
         raise ConfigError("", f"cannot read {path}: no such file", name) from None
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
+    from ocirun.jsonutil import loads
     try:
-        cfg = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise ConfigError("", f"malformed JSON: {_json_error(e)}", name) from None
+        cfg = loads(data)
+    except (ValueError, RecursionError):
+        raise ConfigError("", f"malformed JSON: {json_error(data)}", name) from None
     validate(cfg, Checker(name))
     return cfg
 
 
+def json_error(data: bytes) -> str:
+    """Why data is not JSON, with line and column (the slow stdlib parser is
+    only loaded to explain an error)."""
+    import json
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError) as e:
+        return _json_error(e)
+    return "not a single JSON document"
+
+
 def _json_error(e: Exception) -> str:
+    import json
     if isinstance(e, json.JSONDecodeError):
         return f"{e.msg} at line {e.lineno} column {e.colno}"
     if isinstance(e, UnicodeDecodeError):

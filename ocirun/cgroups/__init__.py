@@ -106,3 +106,36 @@ def default_device_rules() -> list[dict]:
              **({"major": r.major} if r.major is not None else {}),
              **({"minor": r.minor} if r.minor is not None else {}),
              "access": r.access} for r in default_rules()]
+
+
+def prewarm_migration(layout: Layout | None = None) -> None:
+    """Pay the kernel's cgroup-migration fence early, off the critical path.
+
+    The first write to any cgroup.procs after a quiet spell waits for an RCU
+    grace period (cgroup_threadgroup_rwsem goes into writer mode: ~10-15 ms
+    here); writes soon after it are fast. The runtime calls this in a thread
+    right after the clone, while the init sets up its mounts, by "moving"
+    itself into the cgroup it is already in (a no-op migration that takes
+    the same lock), so the init's real join later is quick.
+    """
+    layout = layout or detect()
+    own = layout.own_cgroups()
+    if layout.unified and "" in own:
+        mnt, path = layout.unified, own[""]
+        root = layout.unified_root
+    elif layout.hierarchies:
+        h = layout.hierarchies[0]
+        mnt, root = h.mountpoint, h.root
+        path = own.get(h.key, "/")
+    else:
+        return
+    rel = path[len(root):] if root != "/" and path.startswith(root) else path
+    try:
+        fd = os.open(os.path.join(mnt, rel.lstrip("/"), "cgroup.procs"),
+                     os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # not ours to write (rootless, read-only): only a lost optimisation
