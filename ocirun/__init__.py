@@ -16,7 +16,8 @@ from ocirun.errors import ConfigError, ContainerExists, ContainerNotFound, NotSu
 
 __all__ = ["Container", "CreateOptions", "create", "start", "run", "kill", "delete", "state",
            "list_containers", "OciError", "ConfigError", "NotSupported", "ContainerExists",
-           "ContainerNotFound", "StateError"]
+           "ContainerNotFound", "StateError", "pause", "resume", "update", "ps", "events",
+           "stats"]
 __version__ = "0.1.0"
 
 
@@ -26,4 +27,7 @@ def __getattr__(name: str):
                 "state", "list_containers"):
         from ocirun import container
         return getattr(container, name)
+    if name in ("pause", "resume", "update", "ps", "events", "stats"):
+        from ocirun import control
+        return getattr(control, name)
     raise AttributeError(name)
