@@ -1,6 +1,8 @@
 #!/bin/bash
 # test-cgroupv2.sh [PYTEST ARGS...]
-#   Run ocirun's cgroups tests in a throw-away QEMU guest with pure cgroup v2 and
+#   Run ocirun's cgroups tests (tests/cgroups: the library; tests/test_cgroup_container.py:
+#   real containers with the cgroupfs and the systemd driver, pause/update/events ...)
+#   in a throw-away QEMU guest with pure cgroup v2 and
 #   systemd as PID 1 (this host is v1/hybrid without systemd). Builds the guest
 #   image on first use under $VMLAB (default /var/cache/ocirun-vm, outside the repo),
 #   shares the repo in read-write at the same path, runs pytest there with the
@@ -15,8 +17,11 @@ if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
   "$HERE/build-guest.sh"
   echo "[test-cgroupv2] guest image built in $(( $(date +%s) - t0 ))s" >&2
 fi
-ARGS=${*:-tests/cgroups}
+# the container tests need busybox-static in the guest (the bundle fixture copies
+# /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
+ARGS=${*:-tests/cgroups tests/test_cgroup_container.py}
 exec "$HERE/run-in-guest.sh" "$REPO" \
   "export PYTHONDONTWRITEBYTECODE=1; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
-   python3 -m pytest -q -rs -p no:cacheprovider $ARGS"
+   test -x /bin/busybox && busybox --list | grep -qx mkfifo || { echo '[guest] busybox-static missing: REBUILD=1' >&2; exit 2; }; \
+   python3 -m pytest -q -rs -p no:cacheprovider --durations=8 $ARGS"
