@@ -85,3 +85,14 @@ def test_spec_writes_runc_like_config(oci, tmp_path):
     r = json.loads((tmp_path / "r" / "config.json").read_text())
     assert {"type": "user"} in r["linux"]["namespaces"]
     assert r["linux"]["uidMappings"][0]["hostID"] == os.geteuid()
+
+
+def test_man_page_is_current():
+    """docs/ocirun.1.md is generated from the flag tables: keep it in step."""
+    import subprocess
+    import sys
+    from ocitest import REPO
+    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gen_manpage.py")],
+                         capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(REPO, "docs", "ocirun.1.md")) as f:
+        assert f.read() == out, "run: tools/gen_manpage.py > docs/ocirun.1.md"
