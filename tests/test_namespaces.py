@@ -2,6 +2,7 @@
 user namespace id maps, time offsets, cgroup namespace; hostname,
 domainname and sysctl, which live in those namespaces. Checked from inside
 the container."""
+import itertools
 import os
 import shutil
 import subprocess
@@ -15,9 +16,16 @@ PROC = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "ut
         "user": "user", "cgroup": "cgroup", "time": "time"}
 SHIFT = 100000
 
+_ids = itertools.count()
 
-def run_out(oci, bundle, cid="t") -> str:
-    r = oci.run(bundle, cid)
+
+def new_id() -> str:
+    """Unique across concurrent test sessions: the default cgroup path is the id."""
+    return f"ocit{os.getpid()}x{next(_ids)}"
+
+
+def run_out(oci, bundle, cid=None) -> str:
+    r = oci.run(bundle, cid or new_id())
     assert r.rc == 0, r
     return r.out
 
@@ -253,7 +261,7 @@ def test_join_path_of_wrong_type_is_clear_error(oci, bundle, nstype, link):
     bundle.linux["namespaces"] = ns + [{"type": nstype, "path": f"/proc/self/ns/{link}"}]
     bundle.save()
     i = len(ns)
-    line = oci.fail("run", "-b", bundle.path, "wrong")
+    line = oci.fail("run", "-b", bundle.path, new_id())
     assert line.startswith(f"ocirun: config.json: linux.namespaces[{i}].path: ") or \
         f"linux.namespaces[{i}].path" in line, line
     assert f"not a {nstype} namespace" in line
@@ -266,11 +274,11 @@ def test_join_path_not_a_namespace(oci, bundle, tmp_path):
     bundle.linux["namespaces"] = [n for n in bundle.linux["namespaces"] if n["type"] != "network"]
     bundle.linux["namespaces"].append({"type": "network", "path": str(f)})
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "nons")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert "linux.namespaces[4].path" in line and "not a namespace" in line
     bundle.linux["namespaces"][4]["path"] = str(tmp_path / "missing")
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "nons")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert "linux.namespaces[4].path" in line and "No such file" in line
     assert oci.ids() == []
 
@@ -316,7 +324,7 @@ def test_time_namespace_without_offsets(oci, bundle):
 def test_time_offsets_need_time_namespace(oci, bundle):
     bundle.linux["timeOffsets"] = {"monotonic": {"secs": 1}}
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "nt")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert "config.json: linux.timeOffsets: needs a time namespace" in line
     assert oci.ids() == []
 
@@ -330,8 +338,9 @@ def test_cgroup_namespace_root(oci, bundle):
 
 def test_without_cgroup_namespace_shows_host_path(oci, bundle):
     bundle.args("cat", "/proc/self/cgroup")
-    lines = run_out(oci, bundle, "cgpath").splitlines()
-    assert any("cgpath" in ln for ln in lines), lines
+    cid = new_id()
+    lines = run_out(oci, bundle, cid).splitlines()
+    assert any(ln.endswith("/" + cid) for ln in lines), lines
 
 
 # --- uts: hostname / domainname -------------------------------------------------
@@ -347,7 +356,7 @@ def test_hostname_without_uts_namespace_is_refused(oci, bundle):
     bundle.ns("pid", "mount", "ipc", "network")
     bundle.config["hostname"] = "nope"
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "h")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert line.endswith("config.json: hostname: setting a hostname needs a uts namespace")
     assert oci.ids() == []
 
@@ -383,7 +392,7 @@ def test_sysctl_refused(oci, bundle, key, nss, msg):
         bundle.config["hostname"] = None
     bundle.linux["sysctl"] = {key: "1"}
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "s")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert line.endswith(f"config.json: linux.sysctl.{key}: {msg}"), line
     assert oci.ids() == []
 
@@ -391,6 +400,6 @@ def test_sysctl_refused(oci, bundle, key, nss, msg):
 def test_sysctl_bad_value_fails_cleanly(oci, bundle):
     bundle.linux["sysctl"] = {"net.ipv4.ip_forward": "notanumber"}
     bundle.save()
-    line = oci.fail("create", "-b", bundle.path, "sv")
+    line = oci.fail("create", "-b", bundle.path, new_id())
     assert "linux.sysctl.net.ipv4.ip_forward" in line
     assert oci.ids() == []

@@ -99,8 +99,10 @@ def parse_options(options: list[str]) -> tuple[int, int, list[int], int, int, li
             prop.append(PROPAGATION_OPTIONS[o])
         elif o in RECURSIVE_OPTIONS:
             s, c = RECURSIVE_OPTIONS[o]
-            rec_set = (rec_set | s) & ~c
-            rec_clr = (rec_clr | c) & ~s
+            # atime is a field: "rnoatime" sets 0x10 *and* clears all of 0x70
+            # (the kernel wants the whole field in attr_clr), so clear first
+            rec_set = (rec_set & ~c) | s
+            rec_clr = (rec_clr & ~s) | c
         elif o in EXTRA_OPTIONS:
             extra.add(o)
         else:
@@ -186,27 +188,57 @@ def resolve(rootfd: int, path: str, nofollow_last: bool = False) -> int:
 
 
 def make_path(rootfd: int, path: str, is_dir: bool = True, mode: int = 0o755) -> int:
-    """Create `path` (and parents) inside the root if missing; return an O_PATH fd."""
+    """Create `path` (and parents) inside the root if missing; return an O_PATH fd.
+
+    A dangling symlink on the way is followed the way the kernel will follow
+    it inside the container: its target is created under the root (as runc
+    does), never on the host. Every lookup is RESOLVE_IN_ROOT, so neither an
+    absolute target nor "../.." can leave the root."""
     try:
         return resolve(rootfd, path)
     except FileNotFoundError:
         pass
-    parent, _, name = path.rstrip("/").rpartition("/")
-    pfd = make_path(rootfd, parent or "/", True)
-    try:
-        if is_dir:
+    links = 0
+    todo = [p for p in path.split("/") if p and p != "."]
+    cur = ""
+    while todo:
+        part = todo.pop(0)
+        nxt = f"{cur}/{part}"
+        try:
+            os.close(resolve(rootfd, nxt))
+            cur = nxt
+            continue
+        except FileNotFoundError:
+            pass
+        pfd = resolve(rootfd, cur or "/")
+        try:
             try:
-                os.mkdir(name, mode, dir_fd=pfd)
-            except FileExistsError:
-                pass
-        else:
-            try:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o644, dir_fd=pfd))
-            except FileExistsError:
-                pass
-    finally:
-        os.close(pfd)
+                target = os.readlink(part, dir_fd=pfd)
+            except OSError:
+                target = None  # missing (not a dangling symlink): create it
+            if target is not None:
+                links += 1
+                if links > 40:
+                    raise OciError(f"{path}: too many levels of symbolic links")
+                if target.startswith("/"):
+                    cur = ""
+                todo[:0] = [p for p in target.split("/") if p and p != "."]
+                continue
+            last = not todo
+            if is_dir or not last:
+                try:
+                    os.mkdir(part, mode, dir_fd=pfd)
+                except FileExistsError:
+                    pass
+            else:
+                try:
+                    os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW |
+                                     os.O_CLOEXEC, 0o644, dir_fd=pfd))
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(pfd)
+        cur = nxt
     return resolve(rootfd, path)
 
 
