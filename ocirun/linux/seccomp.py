@@ -320,6 +320,8 @@ def compile(cfg: dict, path: str = "linux.seccomp",
     cache_dir None disables the cache. A hit does not load libseccomp.
     """
     p = _validate(cfg, path)
+    if cfg.get("listenerPath"):
+        check_listener(cfg["listenerPath"], f"{path}.listenerPath")
     key = ""
     bpf = None
     if cache_dir:
@@ -334,6 +336,19 @@ def compile(cfg: dict, path: str = "linux.seccomp",
             _cache_write(cache_dir, key, bpf)
     return Filter(bpf, p.flags, p.notify, cfg.get("listenerPath"),
                   cfg.get("listenerMetadata"), cached, key, skipped)
+
+
+def check_listener(listener_path: str, where: str = "linux.seccomp.listenerPath") -> None:
+    """Before anything is created: the agent's socket must exist (the spec
+    says the runtime MUST fail if it cannot send; failing here names the
+    field and leaves nothing behind)."""
+    import stat
+    try:
+        st = os.stat(listener_path)
+    except OSError as e:
+        raise ConfigError(where, f"{listener_path}: {e.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(where, f"{listener_path} is not a socket")
 
 
 # --- load (in the container's init) ---------------------------------------------
@@ -387,5 +402,5 @@ def send_listener(listener_path: str, listener_fd: int, state: dict,
             if sent < len(data):
                 s.sendall(data[sent:])
     except OSError as e:
-        raise OciError(f"seccomp: sending listener fd to {listener_path}: "
+        raise OciError(f"linux.seccomp.listenerPath: sending the seccomp fd to {listener_path}: "
                        f"{e.strerror or e}") from None

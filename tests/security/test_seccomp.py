@@ -299,7 +299,7 @@ def test_notify_listener_sent_to_agent_and_answered(tmp_path):
 def test_send_listener_error_is_clear(tmp_path):
     with pytest.raises(Exception) as ei:
         seccomp.send_listener(str(tmp_path / "nobody"), 0, {"pid": 1}, "")
-    assert "sending listener fd to" in str(ei.value)
+    assert "sending the seccomp fd to" in str(ei.value)
 
 
 # --- cache ---------------------------------------------------------------------
