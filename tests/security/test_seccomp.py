@@ -239,13 +239,12 @@ def test_notify_listener_sent_to_agent_and_answered(tmp_path):
     cfg = dict(allow_but("SCMP_ACT_NOTIFY"), listenerPath=sock_path,
                listenerMetadata="hello agent",
                flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
-    flt = seccomp.compile(cfg, cache_dir=None)
-    assert flt.notify and flt.listener_path == sock_path
-
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
+    srv.bind(sock_path)  # before compile(): it checks that listenerPath is a socket
     srv.listen(1)
     srv.settimeout(10)
+    flt = seccomp.compile(cfg, cache_dir=None)
+    assert flt.notify and flt.listener_path == sock_path
 
     def child():
         fd = nnp_and_load(flt)
