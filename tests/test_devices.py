@@ -1,0 +1,183 @@
+"""/dev inside the container (config-linux.md "Devices", "Default
+Devices", "Default Filesystems"): the default nodes and links,
+linux.devices with their type, numbers, mode and owner, and device binds in
+a user namespace. Checked with stat and ls inside the container."""
+import itertools
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_ids = itertools.count()
+SHIFT = 100000
+# busybox stat: name, type, major/minor in hex, octal mode, uid, gid
+STAT = "stat -c '%n|%F|%t|%T|%a|%u|%g'"
+
+
+def new_id() -> str:
+    """Unique across concurrent test sessions: the default cgroup path is the id."""
+    return f"ocit{os.getpid()}x{next(_ids)}"
+
+
+def run_out(oci, bundle) -> str:
+    r = oci.run(bundle, new_id())
+    assert r.rc == 0, r
+    return r.out
+
+
+def stats(out: str) -> dict[str, list[str]]:
+    res = {}
+    for ln in out.splitlines():
+        if ln.count("|") == 6:
+            name, *rest = ln.split("|")
+            res[name] = rest
+    return res
+
+
+DEFAULTS = {"/dev/null": ("1", "3"), "/dev/zero": ("1", "5"), "/dev/full": ("1", "7"),
+            "/dev/random": ("1", "8"), "/dev/urandom": ("1", "9"), "/dev/tty": ("5", "0")}
+LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0",
+         "/dev/stdout": "/proc/self/fd/1", "/dev/stderr": "/proc/self/fd/2",
+         "/dev/ptmx": "pts/ptmx"}
+
+
+def test_default_devices_and_links(oci, bundle):
+    bundle.sh(f"{STAT} {' '.join(DEFAULTS)} /dev/pts /dev/shm /dev/mqueue;"
+              + "".join(f" echo {ln}=$(readlink {ln});" for ln in LINKS)
+              + " ls -l /dev")
+    out = run_out(oci, bundle)
+    st = stats(out)
+    for path, (ma, mi) in DEFAULTS.items():
+        assert st[path] == ["character special file", ma, mi, "666", "0", "0"], path
+    assert st["/dev/pts"][0] == "directory" and st["/dev/shm"][0] == "directory"
+    for link, target in LINKS.items():
+        assert f"{link}={target}" in out.splitlines(), link
+    names = {ln.split()[-1] if "->" not in ln else ln.split()[-3] for ln in out.splitlines()
+             if ln.startswith(("c", "l", "d", "b", "p"))}
+    assert {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "fd", "stdin",
+            "stdout", "stderr", "pts", "shm", "mqueue"} <= names, out
+    assert "console" not in names  # only with a terminal
+
+
+def test_default_devices_work(oci, bundle):
+    bundle.sh("echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c"
+              " && (echo x > /dev/full) 2>&1; echo stdout >> /dev/stdout")  # >: would truncate our file
+    out = run_out(oci, bundle).split("\n")
+    assert out[0].strip() == "4" and out[1].strip() == "8"
+    assert "No space left on device" in out[2]
+    assert out[3] == "stdout"
+
+
+def test_linux_devices_exact(oci, bundle):
+    bundle.linux["devices"] = [
+        {"path": "/dev/mychar", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600,
+         "uid": 1000, "gid": 1001},
+        {"path": "/dev/myblk", "type": "b", "major": 7, "minor": 200, "fileMode": 0o640,
+         "uid": 0, "gid": 6},
+        {"path": "/dev/myfifo", "type": "p", "fileMode": 0o620},
+        {"path": "/dev/deep/er/node", "type": "c", "major": 1, "minor": 5},
+        {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o660,
+         "uid": 5, "gid": 5},  # overrides the default entry
+    ]
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/mychar /dev/myblk /dev/myfifo /dev/deep/er/node /dev/null")
+    st = stats(run_out(oci, bundle))
+    assert st["/dev/mychar"] == ["character special file", "1", "3", "600", "1000", "1001"]
+    assert st["/dev/myblk"] == ["block special file", "7", "c8", "640", "0", "6"]
+    assert st["/dev/myfifo"][0] == "fifo" and st["/dev/myfifo"][3:] == ["620", "0", "0"]
+    assert st["/dev/deep/er/node"] == ["character special file", "1", "5", "666", "0", "0"]
+    assert st["/dev/null"] == ["character special file", "1", "3", "660", "5", "5"]
+
+
+def test_device_mode_not_masked_by_umask(oci, bundle):
+    bundle.linux["devices"] = [{"path": "/dev/open", "type": "c", "major": 1, "minor": 3,
+                                "fileMode": 0o666}]
+    bundle.process["user"]["umask"] = 0o077
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/open")
+    assert stats(run_out(oci, bundle))["/dev/open"][3] == "666"
+
+
+def test_device_outside_dev_refused(oci, bundle):
+    bundle.linux["devices"] = [{"path": "/etc/evil", "type": "c", "major": 1, "minor": 3}]
+    bundle.save()
+    line = oci.fail("create", "-b", bundle.path, new_id())
+    assert "config.json: linux.devices[0].path" in line
+    assert oci.ids() == []
+
+
+@pytest.mark.parametrize("dev,msg", [
+    ({"path": "/dev/x", "type": "q", "major": 1, "minor": 1}, "linux.devices[0].type"),
+    ({"path": "/dev/x", "type": "c", "minor": 1}, "linux.devices[0].major: is required"),
+    ({"path": "/dev/x", "type": "c", "major": "1", "minor": 1}, "linux.devices[0].major: must be"),
+    ({"type": "c", "major": 1, "minor": 1}, "linux.devices[0].path: is required"),
+    ({"path": "/dev/x", "type": "c", "major": 1, "minor": 1, "fileMode": -1},
+     "linux.devices[0].fileMode"),
+])
+def test_bad_device_entries(oci, bundle, dev, msg):
+    bundle.linux["devices"] = [dev]
+    bundle.save()
+    line = oci.fail("create", "-b", bundle.path, new_id())
+    assert f"config.json: {msg}" in line, line
+    assert oci.ids() == []
+
+
+def test_dev_bind_from_host_has_no_default_nodes_made(oci, bundle):
+    """/dev bound from the host: the default devices are the host's own."""
+    bundle.config["mounts"] = [m for m in bundle.config["mounts"]
+                               if not m["destination"].startswith("/dev")]
+    bundle.config["mounts"].append({"destination": "/dev", "type": "bind", "source": "/dev",
+                                    "options": ["rbind", "nosuid"]})
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/null; grep -c ' /dev ' /proc/self/mountinfo")
+    out = run_out(oci, bundle)
+    assert stats(out)["/dev/null"][:3] == ["character special file", "1", "3"]
+
+
+@pytest.fixture
+def shifted_rootfs(bundle):
+    """A copy of the rootfs a shifted root can traverse (pytest tmp is 0700)."""
+    d = tempfile.mkdtemp(prefix="ocirun-userns-", dir="/tmp")
+    os.chmod(d, 0o755)
+    rootfs = os.path.join(d, "rootfs")
+    shutil.copytree(bundle.rootfs, rootfs, symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), SHIFT, SHIFT)
+    os.lchown(rootfs, SHIFT, SHIFT)
+    bundle.config["root"]["path"] = rootfs
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+    bundle.ns("pid", "network", "ipc", "uts", "mount", "user")
+    yield rootfs
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if d in ln], "mounts left under the shifted rootfs"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_user_namespace_devices_are_host_binds(oci, bundle, shifted_rootfs):
+    bundle.sh(f"{STAT} {' '.join(DEFAULTS)}; echo x > /dev/null && echo null-ok;"
+              " cat /proc/self/mountinfo")
+    out = run_out(oci, bundle)
+    st = stats(out)
+    for path, (ma, mi) in DEFAULTS.items():
+        assert st[path][:3] == ["character special file", ma, mi], path
+    assert "null-ok" in out
+    points = {ln.split(" - ")[0].split()[4] for ln in out.splitlines() if " - " in ln}
+    for path in DEFAULTS:
+        assert path in points, f"{path} is not a bind mount from the host"
+    # a host node seen from the shifted namespace: owned by unmapped root
+    assert st["/dev/null"][4:] == ["65534", "65534"]
+
+
+def test_user_namespace_linux_devices_bound(oci, bundle, shifted_rootfs):
+    if not os.path.exists("/dev/loop-control"):
+        pytest.skip("host has no /dev/loop-control to bind")
+    bundle.linux["devices"] = [{"path": "/dev/loop-control", "type": "c", "major": 10,
+                                "minor": 237}]
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/loop-control; grep -c ' /dev/loop-control ' /proc/self/mountinfo")
+    out = run_out(oci, bundle)
+    assert stats(out)["/dev/loop-control"][:3] == ["character special file", "a", "ed"]
+    assert out.splitlines()[-1] == "1"
