@@ -47,8 +47,8 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
     """Resolve the container's cgroup(s); pure: reads mountinfo/proc, writes nothing.
 
     cgroupfs: absolute paths are below each hierarchy's mountpoint; relative
-    ones (and the default, '<container_id>') below the runtime's own cgroup,
-    as runc. systemd: 'slice:prefix:name' (default 'system.slice:ocirun:<id>',
+    ones (and the default, '<container_id>') below the runtime's own cgroup
+    (pure v2: below its parent), as runc. systemd: 'slice:prefix:name' (default 'system.slice:ocirun:<id>',
     user.slice when rootless) -> unit '<prefix>-<name>.scope' in that slice.
     """
     from ocirun.cgroups.manager import FsV1Manager, FsV2Manager
@@ -65,6 +65,10 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
     if inner in ("", "/"):
         raise ConfigError(JPATH, "must not be the root cgroup")
     own = layout.own_cgroups() if not inner.startswith("/") else {}
+    if layout.mode == "v2" and own.get("", "/") != "/":
+        # as runc: the parent of our own cgroup. Ours has processes (us), and v2's
+        # no-internal-processes rule then refuses controllers (and joins) below it.
+        own[""] = os.path.dirname(own[""].rstrip("/")) or "/"
 
     def resolve(key: str, mountpoint: str, mroot: str) -> str:
         if inner.startswith("/"):
