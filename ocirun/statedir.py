@@ -3,6 +3,7 @@
 Layout of a container's directory:
   state.json   written once, atomically, when `create` has succeeded
   exec.fifo    exists while the container is `created`; `start` removes it
+  .ocirun      an empty marker (a container's dir is never empty: see make())
   (the dir itself is flock()ed by every command that changes the container)
 
 Status is derived from the live process, never trusted from a file: the
@@ -21,6 +22,9 @@ from ocirun.errors import ContainerNotFound, OciError
 DEFAULT_ROOT = "/run/ocirun"
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
+MARKER = ".ocirun"  # keeps a container's dir non-empty from its first moment
+NEW_SUFFIX = ".new"
+DEL_SUFFIX = ".del"  # same length as NEW_SUFFIX
 MAX_ID = 1024
 
 
@@ -83,19 +87,40 @@ class StateDir:
 
     # -- lifetime -----------------------------------------------------------
     def make(self) -> None:
-        """Create the directory; mkdir is the atomic 'id is free' test."""
+        """Create the directory, already locked when it appears: it is made
+        under a hidden name, locked, given a marker file and renamed into
+        place. rename() onto an existing directory fails unless that one is
+        empty, and a container's directory never is, so the rename is the
+        atomic 'id is free' test. (A plain mkdir + flock left a moment in
+        which a parallel `state`/`delete` saw an unlocked, empty dir: a live
+        create reported as "stopped", and deletable.)"""
+        import errno
         from ocirun.errors import ContainerExists
         try:
             os.makedirs(self.root, 0o711, exist_ok=True)
         except OSError as e:
             raise OciError(f"cannot create state root {self.root}: {e.strerror}") from None
+        if os.path.lexists(self.path):
+            raise ContainerExists(self.id)
+        _sweep_new_dirs(self.root)
+        tmp = os.path.join(self.root, f".{self.id}.{os.getpid()}{NEW_SUFFIX}")
         try:
-            os.mkdir(self.path, 0o711)
-        except FileExistsError:
-            raise ContainerExists(self.id) from None
+            remove_tree(tmp)  # a killed create of a process that had our pid
+            os.mkdir(tmp, 0o711)
+            self._lockfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+            os.close(os.open(os.path.join(tmp, MARKER), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                             0o600))
+            os.rename(tmp, self.path)
         except OSError as e:
+            try:
+                remove_tree(tmp)
+            except OSError:
+                pass
+            self.unlock()
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise ContainerExists(self.id) from None
             raise OciError(f"cannot create state dir {self.path}: {e.strerror}") from None
-        self.lock()
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)
@@ -118,8 +143,17 @@ class StateDir:
             self._lockfd = -1
 
     def remove(self) -> None:
-        remove_tree(self.path)
+        """Renamed out of sight first: readers see the whole dir or none
+        (never a locked dir without state.json, which reads as "creating")."""
+        gone = os.path.join(self.root, f".{self.id}.{os.getpid()}{DEL_SUFFIX}")
+        try:
+            remove_tree(gone)
+            os.rename(self.path, gone)
+        except OSError:
+            gone = self.path
+        remove_tree(gone)
         self.unlock()
+        _sweep_new_dirs(self.root)
 
     # -- content ------------------------------------------------------------
     def save(self, data: dict) -> None:
@@ -216,6 +250,24 @@ def remove_tree(path: str) -> None:
         os.rmdir(path)
     except FileNotFoundError:
         pass
+
+
+def _sweep_new_dirs(root: str) -> None:
+    """Remove the hidden dirs (.<id>.<pid>.new / .del) that a create or a
+    delete killed half way left: those whose process is gone."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(".") and
+                 (n.endswith(NEW_SUFFIX) or n.endswith(DEL_SUFFIX))]
+    except OSError:
+        return
+    for n in names:
+        pid = n[:-len(NEW_SUFFIX)].rpartition(".")[2]
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue  # its owner may be alive (a reused pid only delays the sweep)
+        try:
+            remove_tree(os.path.join(root, n))
+        except OSError:
+            pass
 
 
 def list_ids(root: str) -> list[str]:

@@ -121,6 +121,8 @@ class Area:
         out = {"mounts": mounts_mentioning(self.base),
                "cgroups": cgroups_named(name, exact=cid is not None),
                "processes": tagged_processes(self.tag, self.base, cid),
+               # a create/delete killed half way leaves a hidden .<id>.<pid>.new/.del
+               # dir: the next create or delete in the root sweeps it
                "state": [i for i in self.ids() if cid is None or i == cid]}
         return {k: v for k, v in out.items() if v}
 
@@ -460,6 +462,13 @@ def crash_loop(area: Area, k: int, seed: int, log=print) -> dict:
             kills += 1
         for pr in r["problems"]:
             problems.append(f"iteration {i} ({r['op']}, delay {r.get('delay', 0) * 1000:.1f} ms): {pr}")
+    # the next create/delete sweeps what killed ones left hidden in the root
+    sweep = area.cid("sweep")
+    area.run("run", "-d", "-b", area.bundle, sweep)
+    area.run("delete", "--force", sweep)
+    hidden = [i for i in area.ids() if i.startswith(".")]
+    if hidden:
+        problems.append(f"hidden state dirs not swept: {hidden}")
     log(f"crash: seed {seed}, {k} iterations, {kills} killed mid-operation, "
         f"per op (iterations, killed): {stats}, {len(problems)} problems")
     return {"iterations": k, "kills": kills, "per_op": stats, "problems": problems}
