@@ -133,7 +133,7 @@ class PodmanFor:
 
     def ok(self, *args: str, **kw) -> str:
         r = self(*args, **kw)
-        assert r.rc == 0, r
+        assert r.rc == 0, str(r)
         return r.out
 
     def calls(self) -> list[tuple[str, str, list[str]]]:
@@ -173,7 +173,7 @@ def containerd_engine(engine_base, argv_log, image_tars):
         except (RuntimeError, OSError) as e:
             pytest.skip(f"containerd cannot start here: {e}")
         r = cd.ctr("images", "import", image_tars["oci"], timeout=120)
-        assert r.rc == 0, r
+        assert r.rc == 0, str(r)
         yield cd
     finally:
         cd.shutdown()
@@ -197,7 +197,7 @@ class CtrFor:
 
     def ok(self, *args: str, **kw) -> str:
         r = self(*args, **kw)
-        assert r.rc == 0, r
+        assert r.rc == 0, str(r)
         return r.out
 
     def task_status(self, cid: str) -> str:

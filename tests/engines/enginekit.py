@@ -50,8 +50,10 @@ class Result:
         self.argv, self.rc, self.out, self.err, self.secs = argv, rc, out, err, secs
 
     def __repr__(self) -> str:
-        return (f"Result(argv={' '.join(self.argv)!r}, rc={self.rc}, "
-                f"out={self.out[-2000:]!r}, err={self.err[-2000:]!r})")
+        return (f"\n  argv: {' '.join(self.argv)}\n  rc: {self.rc}\n"
+                f"  stdout: {self.out[-3000:]!r}\n  stderr: {self.err[-3000:]!r}\n")
+
+    __str__ = __repr__
 
 
 def run(argv: list[str], timeout: float = 60, env: dict | None = None,

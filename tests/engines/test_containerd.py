@@ -29,9 +29,9 @@ def _lines(text: str) -> list[str]:
 def test_run_rm_output_and_exit_code(ctr):
     # shim: create --bundle --pid-file, start, delete, delete --force
     r = ctr.run("--rm", IMG, _cid(ctr, "rm"), "sh", "-c", "echo out; echo err >&2; exit 7")
-    assert r.rc == 7, r
-    assert r.out == "out\n", r
-    assert "err" in r.err, r
+    assert r.rc == 7, str(r)
+    assert r.out == "out\n", str(r)
+    assert "err" in r.err, str(r)
     calls = ctr.calls()
     assert ctr.subcommands()[:2] == ["create", "start"], calls
     glob = calls[0][2]
@@ -42,12 +42,12 @@ def test_run_rm_output_and_exit_code(ctr):
 def test_run_detached_exec_kill_delete(ctr):
     cid = _cid(ctr, "d")
     r = ctr.run("-d", IMG, cid, "sleep", "1000")
-    assert r.rc == 0, r
+    assert r.rc == 0, str(r)
     assert ctr.wait_status(cid, "RUNNING") == "RUNNING"
     # shim: exec --process /tmp/runc-processN --detach --pid-file B/<exec-id>.pid
     r = ctr("tasks", "exec", "--exec-id", "x1", cid, "sh", "-c", "echo exec-ok; exit 3")
-    assert r.rc == 3, r
-    assert r.out == "exec-ok\n", r
+    assert r.rc == 3, str(r)
+    assert r.out == "exec-ok\n", str(r)
     # shim: kill ID 15
     ctr.ok("tasks", "kill", cid)
     # sleep as pid 1 ignores TERM: then KILL to all
@@ -89,9 +89,9 @@ def test_exec_missing_binary(ctr):
     cid = _cid(ctr, "xbad")
     assert ctr.run("-d", IMG, cid, "sleep", "1000").rc == 0
     r = ctr("tasks", "exec", "--exec-id", "xb", cid, "nosuchbinary")
-    assert r.rc != 0, r
-    assert "nosuchbinary" in r.err, r
-    assert "Traceback" not in r.err, r
+    assert r.rc != 0, str(r)
+    assert "nosuchbinary" in r.err, str(r)
+    assert "Traceback" not in r.err, str(r)
     assert ctr("tasks", "exec", "--exec-id", "xc", cid, "echo", "still").out == "still\n"
 
 
@@ -99,10 +99,10 @@ def test_run_tty(ctr):
     # shim: create --console-socket /tmp/ptyN/pty.sock
     # ctr -t needs a terminal of its own: run it on a pty
     r = ctr.run("--rm", "-t", IMG, _cid(ctr, "tty"), "sh", "-c", "tty; echo done", tty=True)
-    assert r.rc == 0, r
+    assert r.rc == 0, str(r)
     out = [ln.strip("\x00") for ln in _lines(r.out.replace("\r", "").replace("^@", ""))]
-    assert out[0].startswith("/dev/pts/"), r
-    assert out[-1] == "done", r
+    assert out[0].startswith("/dev/pts/"), str(r)
+    assert out[-1] == "done", str(r)
     create = next(a for _c, _r, a in ctr.calls() if ek.subcommand(a)[0] == "create")
     assert "--console-socket" in create, create
 
@@ -111,8 +111,8 @@ def test_exec_tty(ctr):
     cid = _cid(ctr, "xtty")
     assert ctr.run("-d", IMG, cid, "sleep", "1000").rc == 0
     r = ctr("tasks", "exec", "-t", "--exec-id", "xt", cid, "tty", tty=True)
-    assert r.rc == 0, r
-    assert "/dev/pts/" in r.out, r
+    assert r.rc == 0, str(r)
+    assert "/dev/pts/" in r.out, str(r)
     ex = next(a for _c, _r, a in ctr.calls() if ek.subcommand(a)[0] == "exec")
     assert "--console-socket" in ex, ex
 
@@ -166,23 +166,23 @@ def test_memory_limit(ctr):
     empty /sys/fs/cgroup here, so the limit is read from the host."""
     cid = _cid(ctr, "mem")
     r = ctr.run("-d", "--memory-limit", str(4 * 1024 * 1024), IMG, cid, "sleep", "1000")
-    assert r.rc == 0, r
+    assert r.rc == 0, str(r)
     assert ctr.wait_status(cid, "RUNNING") == "RUNNING"
     cg = ek.cgroup_of(_task_pid(ctr, cid), "memory")
     assert cg.endswith(f"/{ctr.engine.NS}/{cid}"), cg
     with open(f"{cg}/memory.limit_in_bytes") as f:
         assert f.read().strip() == str(4 * 1024 * 1024)
     r = ctr("tasks", "exec", "--exec-id", "m1", cid, "echo", "fits")
-    assert r.rc == 0 and r.out == "fits\n", r
+    assert r.rc == 0 and r.out == "fits\n", str(r)
 
 
 def test_missing_binary(ctr):
     """The runtime's error reaches the user through the shim (which shows the
     last line of log.json); nothing is left behind."""
     r = ctr.run("--rm", IMG, _cid(ctr, "bad"), "nosuchbinary")
-    assert r.rc != 0, r
-    assert "Traceback" not in r.err, r
+    assert r.rc != 0, str(r)
+    assert "Traceback" not in r.err, str(r)
     lines = _lines(r.err)
-    assert len(lines) == 1, r
-    assert lines[0].startswith("ctr: ") and "nosuchbinary" in lines[0], r
-    assert "OCI runtime create failed" in lines[0], r
+    assert len(lines) == 1, str(r)
+    assert lines[0].startswith("ctr: ") and "nosuchbinary" in lines[0], str(r)
+    assert "OCI runtime create failed" in lines[0], str(r)
