@@ -94,7 +94,9 @@ def load(bundle: str, config_path: str | None = None) -> dict:
     from ocirun.jsonutil import loads
     try:
         cfg = loads(data)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, SystemError, StopIteration):
+        # the bare _json scanner reports some truncated documents as a
+        # SystemError or a stray StopIteration: all mean "not JSON"
         raise ConfigError("", f"malformed JSON: {json_error(data)}", name) from None
     validate(cfg, Checker(name))
     return cfg
