@@ -194,6 +194,7 @@ class Container:
                 middle, pid = pid, int(payload)
                 os.waitpid(middle, 0)
                 data["pid"] = pid
+                continue  # no reply: the middle child is gone
             elif verb == "join":
                 if mgr is not None:
                     mgr.add_pid(pid)
