@@ -33,6 +33,7 @@ class Manager:
         self.rootless = rootless
         self.warnings: list[str] = []
         self.on_warning = None  # callable(str) or None: set by the runtime to log
+        self.undelegated = False  # rootless and the cgroup could not be created
 
     def warn(self, msg: str) -> None:
         """A field the kernel/layout cannot express and that runc also ignores."""
@@ -129,6 +130,18 @@ class Manager:
                 "rootless": self.rootless}
 
 
+_NOT_DELEGATED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _refuse_undelegated(resources: dict, path: str, where: str) -> None:
+    """Rootless without a delegated cgroup: limits cannot be set; say so
+    rather than run the container without them."""
+    for k in sorted(resources):
+        if _present(resources, k):
+            raise CgroupError(f"{path}.{k}: cannot be set: the cgroup {where} is not "
+                              "delegated to this user (rootless)")
+
+
 def _join(procs_dir: str, pid: int) -> None:
     try:
         fd = os.open(os.path.join(procs_dir, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
@@ -189,10 +202,14 @@ class FsV2Manager(Manager):
         return self.dir
 
     def create(self) -> None:
-        """mkdir the cgroup (and parents) and enable controllers down to it."""
+        """mkdir the cgroup (and parents) and enable controllers down to it.
+        Rootless without a delegated subtree: no cgroup at all (as runc)."""
         try:
             fsutil.mkdir_p(self.dir)
         except OSError as e:
+            if self.rootless and e.errno in _NOT_DELEGATED:
+                self.undelegated = True
+                return
             raise CgroupError(f"creating cgroup {self.dir}: {os.strerror(e.errno)}") from None
         enable_controllers(self.mountpoint, self.dir)
 
@@ -211,6 +228,13 @@ class FsV2Manager(Manager):
         if not isinstance(resources, dict):
             raise ConfigError(path, "must be an object")
         unified.check(resources, path, None)
+        if self.rootless and os.geteuid() != 0:
+            # device rules need CAP_SYS_ADMIN in the host (an eBPF program); the
+            # user namespace already keeps the container from creating devices
+            resources = {k: v for k, v in resources.items() if k != "devices"}
+            if self.undelegated:
+                _refuse_undelegated(resources, path, self.dir)
+                return
         if _present(resources, "network"):
             net.parse(resources, path)
             self.warn(f"{path}.network ignored: cgroup v2 has no net_cls/net_prio "
@@ -223,7 +247,8 @@ class FsV2Manager(Manager):
         unified.set(d, resources, path, self, self.controllers() | {"cgroup"})
 
     def add_pid(self, pid: int) -> None:
-        _join(self.dir, pid)
+        if not self.undelegated:
+            _join(self.dir, pid)
 
     def _cgroup_kill(self) -> bool:
         if not os.path.exists(os.path.join(self.dir, "cgroup.kill")):
@@ -301,9 +326,8 @@ class FsV1Manager(Manager):
             try:
                 made = fsutil.mkdir_p(d)
             except OSError as e:
-                if self.rootless and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    self.skipped.add(key)
-                    self.warn(f"rootless: cannot create cgroup {d}; skipping it")
+                if self.rootless and e.errno in _NOT_DELEGATED:
+                    self.skipped.add(key)  # not delegated to us: quietly none (as runc)
                     continue
                 raise CgroupError(f"creating cgroup {d}: {os.strerror(e.errno)}") from None
             if "cpuset" in key.split(","):
@@ -359,8 +383,15 @@ class FsV1Manager(Manager):
             ("rdma", ("rdma",), rdma.set),
             ("devices", ("devices",), devices.set),
         ]
+        skipped_ctls = {c for k in self.skipped for c in k.split(",")}
         for ctl, keys, fn in plan:
             if fn is None or not any(_present(resources, k) for k in keys):
+                continue
+            if self.rootless and ((ctl == "devices" and os.geteuid() != 0)
+                                  or ctl in skipped_ctls):
+                if ctl != "devices":  # devices: the user namespace guards them
+                    _refuse_undelegated({k: resources[k] for k in keys}, path,
+                                        self.ctl.get(ctl, ctl))
                 continue
             d = self._dir(ctl, resources, keys, path)
             if d is None:
