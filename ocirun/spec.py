@@ -129,6 +129,11 @@ def validate(cfg, c: Checker) -> None:
     if not isinstance(cfg, dict):
         raise c.fail("", f"must be a JSON object, got {_json_type(cfg)}")
     c.get(cfg, "ociVersion", str, "", required=True)
+    # first: the rest of another platform's config follows that platform's rules
+    for os_key in ("windows", "solaris", "vm", "zos", "freebsd"):
+        if cfg.get(os_key) is not None:
+            raise NotSupported(os_key, f"{os_key} containers (this runtime runs Linux containers)",
+                               c.file)
     root = c.get(cfg, "root", dict, "")
     if root is not None:
         c.get(root, "path", str, "root", required=True)
@@ -154,10 +159,6 @@ def validate(cfg, c: Checker) -> None:
     linux = c.get(cfg, "linux", dict, "")
     if linux is not None:
         check_linux(linux, c)
-    for os_key in ("windows", "solaris", "vm", "zos", "freebsd"):
-        if cfg.get(os_key) is not None:
-            raise NotSupported(os_key, f"{os_key} containers (this runtime runs Linux containers)",
-                               c.file)
 
 
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer",
@@ -294,7 +295,9 @@ def check_linux(linux: dict, c: Checker) -> None:
         c.uint(d, "uid", p)
         c.uint(d, "gid", p)
     c.get(linux, "cgroupsPath", str, "linux")
-    c.get(linux, "resources", dict, "linux")
+    res = c.get(linux, "resources", dict, "linux")
+    if res is not None:
+        check_resources_shape(res, c)
     prop = c.get(linux, "rootfsPropagation", str, "linux")
     if prop is not None and prop not in PROPAGATIONS:
         raise c.fail("linux.rootfsPropagation", f"unknown propagation {prop!r}")
@@ -316,6 +319,34 @@ def check_linux(linux: dict, c: Checker) -> None:
     c.get(linux, "personality", dict, "linux")
     if linux.get("intelRdt") is not None:
         raise NotSupported("linux.intelRdt", "Intel RDT", c.file)
+    nd = c.get(linux, "netDevices", dict, "linux")
+    if nd is not None:
+        for name, dev in nd.items():
+            c.typed(dev, dict, f"linux.netDevices.{name}")
+            c.get(dev, "name", str, f"linux.netDevices.{name}")
+        if nd:
+            raise NotSupported("linux.netDevices", "moving network devices into the container",
+                               c.file)
+
+
+def check_resources_shape(res: dict, c: Checker) -> None:
+    """Schema-level shape of the resources the cgroup code does not see until
+    it writes (values are checked against the host by the cgroup manager)."""
+    p = "linux.resources"
+    for i, h in enumerate(c.get(res, "hugepageLimits", list, p, [])):
+        hp = f"{p}.hugepageLimits[{i}]"
+        c.typed(h, dict, hp)
+        size = c.get(h, "pageSize", str, hp, required=True)
+        num, unit = size[:-2], size[-2:]
+        if unit not in ("KB", "MB", "GB") or not num.isdigit() or num.startswith("0"):
+            raise c.fail(f"{hp}.pageSize", f"malformed page size {size!r} (e.g. \"2MB\")")
+        c.uint(h, "limit", hp, required=True, bits=64)
+    rdma = c.get(res, "rdma", dict, p)
+    for dev, lim in (rdma or {}).items():
+        rp = f"{p}.rdma.{dev}"
+        c.typed(lim, dict, rp)
+        c.uint(lim, "hcaHandles", rp)
+        c.uint(lim, "hcaObjects", rp)
 
 
 PROPAGATIONS = {"shared": 1 << 20, "slave": 1 << 19, "private": 1 << 18,
