@@ -494,3 +494,49 @@ def test_bad_process_extras(oci, bundle, where, key, value, field):
     line = oci.fail("run", "--bundle", bundle.path, "x")
     assert field in line
     assert oci.ids() == []
+
+
+# --- idmapped mounts (runtime-spec 1.2) ---------------------------------------------------
+def _idmap_source(tmp_path) -> str:
+    src = tmp_path / "idsrc"
+    src.mkdir()
+    for name, owner in (("root-file", 0), ("user-file", 1000), ("far-file", 9000)):
+        (src / name).write_text(name)
+        os.chown(src / name, owner, owner)
+    return str(src)
+
+
+@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
+def test_idmapped_bind_mount_shows_mapped_owner(oci, bundle, tmp_path, opt):
+    src = _idmap_source(tmp_path)
+    m = [{"containerID": 0, "hostID": 5000, "size": 2000}]
+    bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
+                                    "options": ["bind", opt], "uidMappings": m,
+                                    "gidMappings": m})
+    bundle.sh("stat -c '%n %u:%g' /idm/root-file /idm/user-file /idm/far-file;"
+              " grep ' /idm ' /proc/self/mountinfo | grep -c idmapped")
+    out = run_out(oci, bundle).splitlines()
+    assert out[0] == "/idm/root-file 5000:5000"   # on disk 0 -> shown as 5000
+    assert out[1] == "/idm/user-file 6000:6000"
+    assert out[2] == "/idm/far-file 65534:65534"  # outside the mapping: overflow id
+    assert out[3] == "1"
+    assert os.stat(os.path.join(src, "root-file")).st_uid == 0  # the source is unchanged
+
+
+def test_idmap_without_mappings_is_a_clear_error(oci, bundle, tmp_path):
+    src = _idmap_source(tmp_path)
+    bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
+                                    "options": ["bind", "idmap"]})
+    bundle.args("true")
+    line = oci.fail("run", "--bundle", bundle.path, "t")
+    assert "mounts[" in line and "uidMappings" in line
+    assert oci.ids() == []
+
+
+def test_idmap_needs_a_bind_mount(oci, bundle):
+    m = [{"containerID": 0, "hostID": 5000, "size": 10}]
+    bundle.config["mounts"].append({"destination": "/idm", "type": "tmpfs", "source": "tmpfs",
+                                    "options": ["idmap"], "uidMappings": m, "gidMappings": m})
+    bundle.args("true")
+    line = oci.fail("run", "--bundle", bundle.path, "t")
+    assert "mounts[" in line and "bind" in line

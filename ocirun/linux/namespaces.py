@@ -176,20 +176,21 @@ def subordinate_ranges(kind: str = "uid") -> list[tuple[int, int]]:
     return out
 
 
-def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
+def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict],
+                  where: str = "linux") -> None:
     """Write uid_map/gid_map of a child's new user namespace from outside.
     Needs root (or newuidmap/newgidmap for a non-root caller with several ranges)."""
     def fmt(maps):
         return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
 
-    check_id_maps(uid_maps, "linux.uidMappings", "uid")
-    check_id_maps(gid_maps, "linux.gidMappings", "gid")
+    check_id_maps(uid_maps, f"{where}.uidMappings", "uid")
+    check_id_maps(gid_maps, f"{where}.gidMappings", "gid")
     if os.geteuid() != 0:
         if _is_self_only(uid_maps, os.geteuid()) and _is_self_only(gid_maps, os.getegid()):
             _write(f"/proc/{pid}/setgroups", "deny")
         else:
-            _run_helper("newuidmap", pid, uid_maps, "linux.uidMappings")
-            _run_helper("newgidmap", pid, gid_maps, "linux.gidMappings")
+            _run_helper("newuidmap", pid, uid_maps, f"{where}.uidMappings")
+            _run_helper("newgidmap", pid, gid_maps, f"{where}.gidMappings")
             return
     if uid_maps:
         _write(f"/proc/{pid}/uid_map", fmt(uid_maps))
@@ -249,7 +250,8 @@ def write_time_offsets(offsets: dict) -> None:
         k.prctl(k.PR_SET_DUMPABLE, 0)
 
 
-def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict]) -> int:
+def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict],
+                        where: str = "idmapped mount") -> int:
     """An fd of a new user namespace with these mappings (for idmapped mounts):
     a short-lived child unshares it, we write its maps and keep the fd."""
     from ocirun.kernel import syscalls as k
@@ -260,18 +262,22 @@ def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict]) -> int:
         try:
             os.close(r)
             os.close(w2)
+            # our pid as the mounted /proc sees it: in the container's init
+            # before pivot_root that is the host's proc, not our pid namespace
+            me = os.readlink("/proc/self").encode()
             k.unshare(k.CLONE_NEWUSER)
-            os.write(w, b"1")
+            os.write(w, me)
             os.read(r2, 1)  # wait until the parent has opened our namespace
         finally:
             os._exit(0)
     os.close(w)
     os.close(r2)
     try:
-        if os.read(r, 1) != b"1":
+        got = os.read(r, 32)
+        if not got.isdigit():
             raise OciError("cannot create a user namespace for an idmapped mount")
-        write_id_maps(pid, uid_maps, gid_maps)
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        write_id_maps(int(got), uid_maps, gid_maps, where)
+        return os.open(f"/proc/{int(got)}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)
         os.close(w2)
