@@ -126,7 +126,8 @@ class Container:
         try:
             c.sd.save(data)
             if plan.wait_fifo:
-                os.mkfifo(c.sd.fifo, 0o622)
+                os.mkfifo(c.sd.fifo)
+                os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
             if opts.console_socket:
                 from ocirun.linux import terminal
                 plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -350,10 +351,11 @@ def _prepare_security(plan, cfg: dict, root: str) -> None:
         from ocirun.linux import sched
         sched.validate(proc, plan.linux)
         plan.process.sched = plan.linux
-    if proc.get("capabilities") is not None:
-        from ocirun.linux import caps
-        plan.process.caps = caps.parse(proc["capabilities"], "process.capabilities")
-        from ocirun.kernel import capability  # noqa: F401  (the init uses it after pivot_root)
+    # no capabilities object means no capabilities at all (as runc)
+    from ocirun.linux import caps
+    plan.process.caps = caps.parse(proc.get("capabilities"), "process.capabilities",
+                                   warn=log.warn)
+    from ocirun.kernel import capability  # noqa: F401  (the init uses it after pivot_root)
     sc = plan.linux.get("seccomp")
     if sc is not None:
         from ocirun.linux import seccomp

@@ -220,8 +220,6 @@ class Init:
 
     def finish_rootfs(self, k) -> None:
         plan = self.plan
-        if plan.propagation:
-            k.mount(None, "/", None, plan.propagation)
         for key, value in plan.sysctl.items():
             try:
                 with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
@@ -238,6 +236,8 @@ class Init:
             mounts.readonly_path(p)
         if plan.readonly:
             mounts.remount_root_readonly()
+        if plan.propagation:  # last: an unbindable /dev would refuse the masks' binds
+            k.mount(None, "/", None, plan.propagation)
         if plan.process.umask is not None:
             os.umask(plan.process.umask)
         else:
