@@ -251,6 +251,9 @@ def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
                 f.write(str(pid))
         except FileNotFoundError:
             raise OciError(f"--cgroup {sub!r}: {os.path.dirname(target)} does not exist") from None
+        except OSError as e:  # e.g. ENOSPC: a v1 cpuset child with no cpus/mems set
+            raise OciError(f"--cgroup {sub!r}: cannot join {os.path.dirname(target)}: "
+                           f"{e.strerror}") from None
 
 
 def _reap(pid: int) -> None:
@@ -266,6 +269,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
     """In the cloned child; never returns."""
     from ocirun import init
     from ocirun.kernel import syscalls as k
+    from ocirun.sync import PeerGone
     try:
         k.prctl(k.PR_SET_PDEATHSIG, 9)
         # before entering: a container process must not reach our exe or fds
@@ -307,10 +311,15 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         init.drop_privileges(pplan, sync)
         sync.send("ready")
         sync.expect("ok")
+        # The death signal survives execve: without this, `exec -d`'s process
+        # would be SIGKILLed as soon as ocirun returns.
+        k.prctl(k.PR_SET_PDEATHSIG, 0)
         if pplan.cfg.get("execCPUAffinity"):
             from ocirun.linux import sched
             sched.set_exec_affinity(pplan.cfg, "final")
         init.exec_process(pplan, exe, env, preserve_fds)
+    except PeerGone:
+        pass  # the runtime failed and reports it (or it was killed)
     except OciError as e:
         _send_error(sync, str(e))
     except OSError as e:

@@ -28,7 +28,7 @@ from ocirun import hooks
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod, process
-from ocirun.sync import Sync
+from ocirun.sync import PeerGone, Sync
 
 
 class Init:
@@ -344,6 +344,8 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
     init = Init(plan, sync, state_dirfd)
     try:
         init.run()
+    except PeerGone:
+        pass  # the runtime failed and says why itself (or it was killed)
     except OciError as e:
         _report(init, str(e))
     except OSError as e:

@@ -10,6 +10,10 @@ import sys
 import _socket
 
 
+class PeerGone(Exception):
+    """The peer closed the channel: it failed (and reports it) or died."""
+
+
 class Sync:
     __slots__ = ("sock",)
 
@@ -54,11 +58,12 @@ class Sync:
         got, payload, _ = self.recv()
         if got == verb:
             return payload
-        if got == "error":
-            from ocirun.errors import OciError
-            raise OciError(payload.decode(errors="replace"))
         from ocirun.errors import OciError
-        raise OciError(f"internal: expected {verb!r} from the runtime, got {got or 'EOF'!r}")
+        if got == "error":
+            raise OciError(payload.decode(errors="replace"))
+        if got == "":
+            raise PeerGone("the other side of the sync socket is gone")
+        raise OciError(f"internal: expected {verb!r} from the runtime, got {got!r}")
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -24,7 +24,9 @@ def host_hierarchies() -> list[tuple[str, str, str]]:
             left, _, right = line.partition(" - ")
             fields = left.split()
             fstype, _src, sopts = (right.split() + ["", "", ""])[:3]
-            if fstype in ("cgroup", "cgroup2") and fields[3] == "/":
+            # (the root field is not checked: inside a new cgroup namespace
+            # it shows paths like /.. relative to the namespace root)
+            if fstype in ("cgroup", "cgroup2") and all(o[0] != fields[4] for o in out):
                 out.append((fields[4], fstype, sopts))
     return out
 
