@@ -300,6 +300,11 @@ class Container:
                 mgr.kill_all(sig)
                 return
         _signal_pid(data["pid"], data.get("start_time"), sig)
+        if sig == 9 and st == "paused":
+            # a frozen v1 task acts on SIGKILL only once thawed (runc thaws too)
+            mgr = cgroup_manager(data)
+            if mgr is not None:
+                mgr.thaw()
 
     def delete(self, force: bool = False) -> None:
         if not self.sd.exists():
