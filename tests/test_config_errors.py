@@ -118,7 +118,7 @@ def test_config_flag_names_its_file(oci, bundle, tmp_path):
     assert line == "ocirun: other.json: process.args: must be an array, got string"
 
 
-@pytest.mark.parametrize("path,msg", [
+MISSING = [
     ("ociVersion", "is required"),
     ("process.cwd", "is required"),
     ("process.user", "is required"),
@@ -130,15 +130,34 @@ def test_config_flag_names_its_file(oci, bundle, tmp_path):
     ("process.rlimits[0].hard", "is required"),
     ("process", "is required to create a container"),
     ("root", "is required to create a container"),
-])
-def test_missing_field(oci, bundle, path, msg):
-    set_path(bundle.config, path, DELETE)
-    bundle.save()
-    line = create_fails(oci, bundle)
-    assert line == f"ocirun: config.json: {path}: {msg}", line
+
+]
 
 
-@pytest.mark.parametrize("path,value,msg", [
+def _each_case(bundle, cases, check) -> None:
+    """Run every case on one bundle (fast); report all mismatches together."""
+    import copy
+    good = copy.deepcopy(bundle.config)
+    bad = []
+    for case in cases:
+        bundle.config = copy.deepcopy(good)
+        try:
+            check(*case)
+        except AssertionError as e:
+            bad.append(f"{case[0]}: {e}")
+    assert not bad, "\n".join(bad)
+
+
+def test_missing_field(oci, bundle):
+    def check(path, msg):
+        set_path(bundle.config, path, DELETE)
+        bundle.save()
+        line = create_fails(oci, bundle)
+        assert line == f"ocirun: config.json: {path}: {msg}", line
+    _each_case(bundle, MISSING, check)
+
+
+WRONG_TYPE = [
     ("ociVersion", 1, "must be a string, got number"),
     ("process.args", "sh", "must be an array, got string"),
     ("process.args[0]", 5, "must be a string, got number"),
@@ -173,19 +192,24 @@ def test_missing_field(oci, bundle, path, msg):
     ("linux.cgroupsPath", 1, "must be a string, got number"),
     ("linux.sysctl", {"net.ipv4.ip_forward": 1}, None),
     ("annotations", {"a": 1}, None),
-])
-def test_wrong_type(oci, bundle, path, value, msg):
-    set_path(bundle.config, path, value)
-    bundle.save()
-    line = create_fails(oci, bundle)
-    if msg is None:  # the path of the bad element is deeper than `path`
-        assert line.startswith(f"ocirun: config.json: {path}"), line
-        assert "must be" in line
-    else:
-        assert line == f"ocirun: config.json: {path}: {msg}", line
+
+]
 
 
-@pytest.mark.parametrize("change,want", [
+def test_wrong_type(oci, bundle):
+    def check(path, value, msg):
+        set_path(bundle.config, path, value)
+        bundle.save()
+        line = create_fails(oci, bundle)
+        if msg is None:  # the path of the bad element is deeper than `path`
+            assert line.startswith(f"ocirun: config.json: {path}"), line
+            assert "must be" in line
+        else:
+            assert line == f"ocirun: config.json: {path}: {msg}", line
+    _each_case(bundle, WRONG_TYPE, check)
+
+
+INVALID = [
     (lambda c: c["linux"]["namespaces"].append({"type": "pid"}),
      'linux.namespaces[5].type: duplicate namespace "pid"'),
     (lambda c: c["linux"].update(namespaces=[{"type": "pid"}, {"type": "mount"},
@@ -218,12 +242,17 @@ def test_wrong_type(oci, bundle, path, value, msg):
      "mounts[7].type: is required for a mount that is not a bind mount"),
     (lambda c: c["linux"].update(sysctl={"kernel/../x": "1"}),
      "linux.sysctl.kernel/../x: invalid sysctl name"),
-])
-def test_invalid_values(oci, bundle, change, want):
-    change(bundle.config)
-    bundle.save()
-    line = create_fails(oci, bundle)
-    assert line.startswith("ocirun: config.json: " + want), line
+
+]
+
+
+def test_invalid_values(oci, bundle):
+    def check(change, want):
+        change(bundle.config)
+        bundle.save()
+        line = create_fails(oci, bundle)
+        assert line.startswith("ocirun: config.json: " + want), line
+    _each_case(bundle, [(c, w) for c, w in INVALID], check)
 
 
 def test_missing_rootfs(oci, bundle):

@@ -240,20 +240,25 @@ def test_mount_propagation_options(oci, bundle, tmp_path, kind):
             assert not [o for o in m.optional if not o.startswith("master:")], m
 
 
-@pytest.mark.parametrize("opt,flag", [("rro", "ro"), ("rnosuid", "nosuid"), ("rnodev", "nodev"),
-                                      ("rnoexec", "noexec"), ("rnoatime", "noatime"),
-                                      ("rnodiratime", "nodiratime")])
-def test_recursive_options_reach_submounts(oci, bundle, tmp_path, host_mounts, opt, flag):
+REC_CASES = [("rro", "ro"), ("rnosuid", "nosuid"), ("rnodev", "nodev"), ("rnoexec", "noexec"),
+             ("rnoatime", "noatime"), ("rnodiratime", "nodiratime")]
+
+
+def test_recursive_options_reach_submounts(oci, bundle, tmp_path, host_mounts):
     src = tmp_path / "tree"
     (src / "sub").mkdir(parents=True)
     host_mounts("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "sub"))
-    add_mount(bundle, "/r", "bind", str(src), ["rbind", opt])
-    add_mount(bundle, "/nr", "bind", str(src), ["rbind", flag])
+    for opt, flag in REC_CASES:
+        add_mount(bundle, f"/r-{opt}", "bind", str(src), ["rbind", opt])
+        add_mount(bundle, f"/nr-{opt}", "bind", str(src), ["rbind", flag])
     bundle.args("cat", "/proc/self/mountinfo")
     mi = mountinfo(run_out(oci, bundle))
-    assert flag in mi["/r"].opts and flag in mi["/r/sub"].opts, (mi["/r"], mi["/r/sub"])
-    assert flag in mi["/nr"].opts
-    assert flag not in mi["/nr/sub"].opts  # a plain option is for the top mount only
+    for opt, flag in REC_CASES:
+        top, sub = mi[f"/r-{opt}"], mi[f"/r-{opt}/sub"]
+        assert flag in top.opts and flag in sub.opts, (opt, top, sub)
+        assert flag in mi[f"/nr-{opt}"].opts
+        # a plain option is for the top mount only
+        assert flag not in mi[f"/nr-{opt}/sub"].opts, (opt, mi[f"/nr-{opt}/sub"])
 
 
 def test_rro_on_tmpfs(oci, bundle):
