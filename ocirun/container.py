@@ -25,6 +25,17 @@ def cgroup_manager(data: dict):
     return cgroups.manager_from_state(cg)
 
 
+def _guess_cgroup_manager(cid: str):
+    """The default cgroup of `cid`, for a state.json that can no longer be
+    read: the best guess at what create made, used only by delete."""
+    from ocirun import cgroups
+    try:
+        mgr = cgroups.new_manager(None, cid, rootless=os.geteuid() != 0)
+        return mgr if mgr.exists() else None
+    except Exception:
+        return None
+
+
 def _now_rfc3339() -> str:
     import time
     t = time.time_ns()
@@ -308,6 +319,8 @@ class Container:
 
     def delete(self, force: bool = False) -> None:
         if not self.sd.exists():
+            if force:
+                return  # runc: delete --force of a missing container succeeds
             raise ContainerNotFound(self.id)
         self.sd.lock()
         try:
@@ -316,11 +329,12 @@ class Container:
             self.sd.unlock()
 
     def _delete(self, force: bool) -> None:
-        data = self.sd.load() or {"id": self.id, "pid": 0}
+        loaded = self.sd.load()
+        data = loaded or {"id": self.id, "pid": 0}
         st = self.sd.status()
         if st in ("running", "paused") and not force:
             raise StateError(f"cannot delete container {self.id} that is not stopped: {st}")
-        mgr = cgroup_manager(data)
+        mgr = cgroup_manager(data) if loaded is not None else _guess_cgroup_manager(self.id)
         if st != "stopped" or (mgr is not None and mgr.pids()):
             if st == "paused" and mgr is not None:
                 mgr.thaw()
@@ -494,43 +508,41 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
 
 def _release_init(fifo: str, pid: int) -> None:
     """Open the exec fifo for reading: the init's blocked open returns, it
-    writes "0", execs, and its end closes at execve (EOF here)."""
+    writes "0", execs, and its end closes at execve (EOF here). The pidfd is
+    taken first: engines reap a process that exits at once, and a process
+    that ran and exited has still been started."""
     import select
-    try:
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise StateError("cannot start a container that has already been started") from None
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        os.close(fd)
         raise StateError("cannot start a container that has stopped") from None
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(pidfd)
+        raise StateError("cannot start a container that has already been started") from None
     buf = b""
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
-        while True:
+        # (a fifo reports POLLHUP only once a writer has come and gone since
+        # our open, so this sleeps until the init writes or exits)
+        done = False
+        while not done:
             events = dict(poller.poll())
-            if fd in events:
+            if pidfd in events:
+                done = True  # the init is gone: take what it wrote, then stop
+            while True:
                 try:
                     chunk = os.read(fd, 4096)
                 except BlockingIOError:
-                    chunk = None
-                if chunk == b"" and buf:
-                    break  # the init exec'd (or died): its end of the fifo closed
-                if chunk:
-                    buf += chunk
-                    continue
-            if pidfd in events and not buf:
-                raise OciError("container init exited before start")
-            if pidfd in events:
-                try:
-                    rest = os.read(fd, 4096)
-                except BlockingIOError:
-                    rest = b""
-                buf += rest
-                break
+                    break
+                if not chunk:
+                    if buf:
+                        done = True  # EOF after "0": its end closed at execve
+                    break
+                buf += chunk
     finally:
         os.close(fd)
         os.close(pidfd)
@@ -538,6 +550,8 @@ def _release_init(fifo: str, pid: int) -> None:
             os.unlink(fifo)
         except FileNotFoundError:
             pass
+    if not buf:
+        raise OciError("container init exited before start")
     if buf[1:].startswith(b"error "):
         raise OciError(buf[7:].decode(errors="replace"))
 

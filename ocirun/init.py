@@ -96,6 +96,8 @@ class Init:
         # from here on a dead parent shows as EOF at the "created" handshake
         k.prctl(k.PR_SET_PDEATHSIG, 0)
         drop_privileges(proc, self.sync)
+        if plan.hooks.get("startContainer"):
+            self.get_state()  # now: the sync socket is closed once started
         self.join_cgroup()
         self.sync.send("created")
         self.sync.expect("ok")
@@ -115,7 +117,7 @@ class Init:
                     nsmod.join(ns.paths[t], t)
             if ns.new_user:
                 k.unshare(k.CLONE_NEWUSER)
-                self.ask("maps")
+                self.ask_maps(k)
                 self.become_root()
             if ns.unshare_flags & ~k.CLONE_NEWUSER:
                 k.unshare(ns.unshare_flags & ~k.CLONE_NEWUSER)
@@ -140,10 +142,20 @@ class Init:
                 k.prctl(k.PR_SET_PDEATHSIG, 9)
         else:
             if ns.new_user:
-                self.ask("maps")
+                self.ask_maps(k)
                 self.become_root()
             if "mount" in ns.paths:
                 nsmod.join(ns.paths["mount"], "mount")
+
+    def ask_maps(self, k) -> None:
+        """The parent (or newuidmap, which checks /proc/<pid> belongs to its
+        caller) writes our id maps: we must be dumpable for that moment.
+        Nothing else is in our new namespaces yet."""
+        k.prctl(k.PR_SET_DUMPABLE, 1)
+        try:
+            self.ask("maps")
+        finally:
+            k.prctl(k.PR_SET_DUMPABLE, 0)
 
     def become_root(self) -> None:
         try:
@@ -169,6 +181,8 @@ class Init:
             userns_fd = -1
         devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
         devices.create_symlinks(self.rootfd)
+        # runc creates a missing cwd (inside the root, after the mounts)
+        os.close(mounts.make_path(self.rootfd, plan.process.cwd, True))
         if plan.process.terminal:  # /dev/console: the pty slave is bound here later
             os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
 

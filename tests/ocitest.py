@@ -15,6 +15,9 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 from mkbundle import make_rootfs  # noqa: E402
+import itertools  # noqa: E402
+
+_ids = itertools.count()
 from ocirun.specgen import default_spec  # noqa: E402
 
 
@@ -110,7 +113,10 @@ class Runtime:
         except FileNotFoundError:
             return []
 
-    def run(self, bundle: Bundle, cid: str = "t", *extra: str, **kw) -> Result:
+    def run(self, bundle: Bundle, cid: str | None = None, *extra: str, **kw) -> Result:
+        # unique by default: the default cgroup path is the id, and other
+        # test sessions on the same host share the cgroup tree
+        cid = cid or f"t{os.getpid()}x{next(_ids)}"
         return self("run", "--bundle", bundle.path, *extra, cid, **kw)
 
 

@@ -13,7 +13,11 @@ if [ -n "$need" ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-if [ ! -x .venv/bin/pytest ]; then
-    /usr/bin/python3 -m venv .venv
+[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+# reinstall only when requirements-dev.txt changed since the last install
+stamp=.venv/.requirements.sha
+sum=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    echo "$sum" > "$stamp"
 fi
