@@ -539,7 +539,8 @@ def test_create_delete_cycles_leave_no_cgroup(oci, bundle):
     bundle.args("sleep", "1000")
     seen: list[str] = []
     t0 = time.monotonic()
-    for i in range(100):
+    n = int(os.environ.get("OCIRUN_CG_CYCLES", "100"))  # the TCG guest sets fewer
+    for i in range(n):
         cid = uid("cy")
         oci.ok("create", "--bundle", bundle.path, cid)
         pid = oci.state(cid)["pid"]
@@ -547,7 +548,7 @@ def test_create_delete_cycles_leave_no_cgroup(oci, bundle):
         assert len(dirs) == len(_mounts()) or IS_V2
         seen += [d for d in dirs if d.endswith(cid)]
         oci.ok("delete", "--force", cid)
-    assert len(seen) >= 100
+    assert len(seen) >= n
     assert [d for d in seen if os.path.exists(d)] == []
     assert oci.ids() == []
-    print(f"100 create/delete cycles: {time.monotonic() - t0:.1f}s")
+    print(f"{n} create/delete cycles: {time.monotonic() - t0:.1f}s")

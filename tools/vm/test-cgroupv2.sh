@@ -7,7 +7,8 @@
 #   image on first use under $VMLAB (default /var/cache/ocirun-vm, outside the repo),
 #   shares the repo in read-write at the same path, runs pytest there with the
 #   guest's python3 + python3-pytest, and exits with pytest's exit code.
-# Env: VMLAB, REBUILD=1 (rebuild the image), VM_* knobs of run-in-guest.sh.
+# Env: OCIRUN_CG_CYCLES (create/delete cycles in the guest, default 20: 100 take ~280 s
+#      under TCG), VMLAB, REBUILD=1 (rebuild the image), VM_* knobs of run-in-guest.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -21,7 +22,7 @@ fi
 # /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
 ARGS=${*:-tests/cgroups tests/test_cgroup_container.py}
 exec "$HERE/run-in-guest.sh" "$REPO" \
-  "export PYTHONDONTWRITEBYTECODE=1; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
+  "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_CG_CYCLES=${OCIRUN_CG_CYCLES:-20}; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
    test -x /bin/busybox && busybox --list | grep -qx mkfifo || { echo '[guest] busybox-static missing: REBUILD=1' >&2; exit 2; }; \
    python3 -m pytest -q -rs -p no:cacheprovider --durations=8 $ARGS"
