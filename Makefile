@@ -22,7 +22,7 @@ demo: setup
 	@cd $(DEMO) && $(CURDIR)/bin/ocirun --root $(CURDIR)/build/state run demo-$$$$
 
 test: setup
-	$(PYTEST) -q $(PYTEST_ARGS)
+	OCIRUN_ENGINE_BIN=$(CURDIR)/bin/ocirun $(PYTEST) -q $(PYTEST_ARGS)
 
 test-cgroupv2:
 	tools/vm/test-cgroupv2.sh

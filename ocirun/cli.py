@@ -361,3 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a system error nobody turned into an OciError: still one line
         log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
+    except Exception as e:  # a bug: still one line, with what is needed to find it
+        log.error(f"internal error: {type(e).__name__}: {e}")
+        return 1

@@ -114,6 +114,7 @@ class Container:
         c = cls(cid, root)
         bundle = os.path.abspath(bundle)
         cfg = spec.load(bundle, opts.config)
+        _socket_activation(cfg)
         plan = planmod.build(cfg, bundle, no_pivot=opts.no_pivot,
                              no_new_keyring=opts.no_new_keyring,
                              preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
@@ -219,6 +220,8 @@ class Container:
                 continue
             elif verb == "console":  # foreground run with a terminal: we proxy it
                 self._console = fds[0]
+                from ocirun.linux import terminal
+                terminal.copy_size(0, self._console)
             elif verb == "seccomp":
                 from ocirun.linux import seccomp
                 try:
@@ -384,6 +387,21 @@ def _prepare_security(plan, cfg: dict, root: str) -> None:
     if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
         from ocirun.linux import lsm
         lsm.check(proc, plan.linux)
+
+
+def _socket_activation(cfg: dict) -> None:
+    """systemd socket activation passes through, as in runc: when the
+    caller's LISTEN_PID is our pid, its LISTEN_FDS fds (3..3+N-1) go to the
+    process, whose env says LISTEN_FDS=N, LISTEN_PID=1; init.exec_process
+    keeps them open, before the --preserve-fds ones."""
+    n = os.environ.get("LISTEN_FDS", "")
+    if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return
+    proc = cfg.get("process")
+    if not isinstance(proc, dict):
+        return
+    env = [e for e in proc.get("env") or [] if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+    proc["env"] = env + [f"LISTEN_FDS={int(n)}", "LISTEN_PID=1"]
 
 
 def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool):

@@ -198,6 +198,7 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
                 break
             if verb == "console":
                 master = fds[0]
+                terminal.copy_size(0, master)
             elif verb == "seccomp":
                 from ocirun.linux import seccomp
                 try:
@@ -314,7 +315,6 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         # The death signal survives execve: without this, `exec -d`'s process
         # would be SIGKILLed as soon as ocirun returns.
         k.prctl(k.PR_SET_PDEATHSIG, 0)
-        _default_signals()
         if pplan.cfg.get("execCPUAffinity"):
             from ocirun.linux import sched
             sched.set_exec_affinity(pplan.cfg, "final")
@@ -328,15 +328,6 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
     except BaseException as e:
         _send_error(sync, f"internal error in exec: {type(e).__name__}: {e}")
     os._exit(255)
-
-
-def _default_signals() -> None:
-    """Python starts with SIGPIPE and SIGXFSZ ignored, and SIG_IGN survives
-    execve: reset them so the process sees the defaults runc gives it
-    (`yes | head` must end `yes` with SIGPIPE)."""
-    import _signal
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
 
 
 def _send_error(sync, msg: str) -> None:

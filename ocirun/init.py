@@ -343,6 +343,11 @@ def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+    # Python starts with SIGPIPE and SIGXFSZ ignored and SIG_IGN survives
+    # execve; the process must start with default dispositions, as under runc.
+    import _signal  # built in: importable after pivot_root
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
     os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
 
 

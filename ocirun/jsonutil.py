@@ -42,7 +42,9 @@ def loads(data: bytes | str):
         i += 1
     try:
         obj, end = _scan(s, i)
-    except StopIteration:
+    except (StopIteration, SystemError):
+        # SystemError: the C scanner could not build its JSONDecodeError
+        # because json.decoder is not loaded; the caller asks json for details
         raise ValueError("not a JSON document") from None
     finally:
         _Ctx.memo.clear()

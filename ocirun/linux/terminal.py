@@ -571,7 +571,12 @@ def _make_raw(attrs: list) -> list:
     return a
 
 
-def _copy_size(src: int, dst: int) -> None:
+def copy_size(src: int, dst: int) -> None:
+    """Give the pty dst the window size of terminal src (if src is one).
+
+    The runtime does this as soon as it gets the master of a foreground
+    `run -t` / `exec -t`, before the process runs: a later change would
+    send the process a SIGWINCH that can interrupt its first tty ioctls."""
     try:
         rows, cols = get_size(src)
         if rows and cols:
@@ -612,10 +617,10 @@ def proxy(master_fd: int, pid: int, *, pidfd: int | None = None,
             import _signal
             saved_attrs = termios.tcgetattr(stdin)
             termios.tcsetattr(stdin, termios.TCSADRAIN, _make_raw(saved_attrs))
-            _copy_size(stdin, master_fd)
+            copy_size(stdin, master_fd)
             try:
                 saved_winch = _signal.signal(
-                    _signal.SIGWINCH, lambda s, f: _copy_size(stdin, master_fd))
+                    _signal.SIGWINCH, lambda s, f: copy_size(stdin, master_fd))
             except ValueError:  # not the main thread: no live resize
                 saved_winch = None
         wake = _Wakeup()
