@@ -1,7 +1,7 @@
 """`ocirun exec` (runc's flags): argv -> ocirun.execute."""
 from __future__ import annotations
 
-from ocirun.cli import Args, _need_id, _usage_error, parse
+from ocirun.cli import Args, _usage_error, parse
 
 COMMANDS = {
     "exec": ("run a new process inside a running container",

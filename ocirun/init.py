@@ -182,7 +182,11 @@ class Init:
         devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
         devices.create_symlinks(self.rootfd)
         # runc creates a missing cwd (inside the root, after the mounts)
-        os.close(mounts.make_path(self.rootfd, plan.process.cwd, True))
+        try:
+            os.close(mounts.make_path(self.rootfd, plan.process.cwd, True))
+        except OSError as e:
+            raise OciError(f"process.cwd {plan.process.cwd}: cannot create it: "
+                           f"{e.strerror}") from None
         if plan.process.terminal:  # /dev/console: the pty slave is bound here later
             os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
 

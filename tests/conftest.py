@@ -3,7 +3,9 @@ state root, cleaned up (containers, state, mounts) even on failure."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -37,3 +39,31 @@ def oci(tmp_path):
         subprocess.run(["umount", "-l", line.split()[4]], capture_output=True)
     assert not leftovers, f"state left behind: {leftovers}"
     assert not mounts, f"mounts left on the host: {mounts}"
+
+
+
+SHIFT = 100000
+
+
+@pytest.fixture
+def shifted_rootfs(bundle):
+    """The bundle's rootfs copied where a shifted root (uid 100000) can reach
+    it (pytest's tmp dirs are 0700 root, which a user namespace that does not
+    map host root cannot traverse), with the bundle mapping 0 -> 100000."""
+    d = tempfile.mkdtemp(prefix="ocirun-userns-", dir="/tmp")
+    os.chmod(d, 0o755)
+    rootfs = os.path.join(d, "rootfs")
+    shutil.copytree(bundle.rootfs, rootfs, symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), SHIFT, SHIFT)
+    os.lchown(rootfs, SHIFT, SHIFT)
+    bundle.config["root"]["path"] = rootfs
+    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+    bundle.save()
+    yield rootfs
+    with open("/proc/self/mountinfo") as f:
+        leftover = [ln for ln in f if d in ln]
+    shutil.rmtree(d, ignore_errors=True)
+    assert not leftover, "mounts left under the shifted rootfs"

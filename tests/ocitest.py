@@ -107,6 +107,17 @@ class Runtime:
     def state(self, cid: str) -> dict:
         return json.loads(self.ok("state", cid))
 
+    def wait_status(self, cid: str, status: str, timeout: float = 10.0) -> None:
+        """Poll `state` until cid has status (it may not exist yet)."""
+        import time
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r = self("state", cid)
+            if r.rc == 0 and json.loads(r.out)["status"] == status:
+                return
+            time.sleep(0.02)
+        assert self.state(cid)["status"] == status
+
     def ids(self) -> list[str]:
         try:
             return sorted(os.listdir(self.root))

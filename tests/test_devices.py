@@ -4,8 +4,6 @@ linux.devices with their type, numbers, mode and owner, and device binds in
 a user namespace. Checked with stat and ls inside the container."""
 import itertools
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -136,24 +134,10 @@ def test_dev_bind_from_host_has_no_default_nodes_made(oci, bundle):
 
 
 @pytest.fixture
-def shifted_rootfs(bundle):
-    """A copy of the rootfs a shifted root can traverse (pytest tmp is 0700)."""
-    d = tempfile.mkdtemp(prefix="ocirun-userns-", dir="/tmp")
-    os.chmod(d, 0o755)
-    rootfs = os.path.join(d, "rootfs")
-    shutil.copytree(bundle.rootfs, rootfs, symlinks=True)
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for n in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, n), SHIFT, SHIFT)
-    os.lchown(rootfs, SHIFT, SHIFT)
-    bundle.config["root"]["path"] = rootfs
-    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
-    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+def shifted_rootfs(shifted_rootfs, bundle):
+    """The shared shifted rootfs, in a container with a user namespace."""
     bundle.ns("pid", "network", "ipc", "uts", "mount", "user")
-    yield rootfs
-    with open("/proc/self/mountinfo") as f:
-        assert not [ln for ln in f if d in ln], "mounts left under the shifted rootfs"
-    shutil.rmtree(d, ignore_errors=True)
+    return shifted_rootfs
 
 
 def test_user_namespace_devices_are_host_binds(oci, bundle, shifted_rootfs):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
 
-from ocitest import OCIRUN
 
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -22,16 +20,6 @@ def run_out(oci, bundle, *extra, cid="t") -> str:
     r = oci.run(bundle, cid, *extra)
     assert r.rc == 0, r
     return r.out
-
-
-def wait_status(oci, cid, status, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = oci("state", cid)
-        if r.rc == 0 and json.loads(r.out)["status"] == status:
-            return
-        time.sleep(0.02)
-    assert oci.state(cid)["status"] == status
 
 
 # --- file descriptors ------------------------------------------------------------------

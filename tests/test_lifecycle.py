@@ -10,16 +10,6 @@ import pytest
 from ocitest import OCIRUN
 
 
-def wait_status(oci, cid, status, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = oci("state", cid)
-        if r.rc == 0 and json.loads(r.out)["status"] == status:
-            return
-        time.sleep(0.02)
-    assert oci.state(cid)["status"] == status
-
-
 def test_run_prints_from_inside_and_cleans_up(oci, bundle):
     bundle.sh("echo hello; echo pid=$$; hostname")
     r = oci.run(bundle, "t1")
@@ -39,7 +29,7 @@ def test_run_killed_by_signal_returns_128_plus_n(oci, bundle, tmp_path):
     p = subprocess.Popen([OCIRUN, "--root", oci.root, "run", "-b", bundle.path, "sig"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_status(oci, "sig", "running")
+        oci.wait_status("sig", "running")
         oci.ok("kill", "sig", "KILL")
         assert p.wait(timeout=20) == 137
     finally:
@@ -70,7 +60,7 @@ def test_create_start_state_kill_delete(oci, bundle, tmp_path):
     assert "not stopped" in oci.fail("delete", "c1")
     oci.ok("kill", "c1", "TERM")  # PID 1 without a handler: SIGTERM is ignored
     oci.ok("kill", "c1", "SIGKILL")
-    wait_status(oci, "c1", "stopped")
+    oci.wait_status("c1", "stopped")
     assert oci.state("c1")["pid"] == 0
     assert "not running" in oci.fail("kill", "c1", "9")
     assert "stopped" in oci.fail("start", "c1")
@@ -84,12 +74,12 @@ def test_kill_created_container_and_signal_forms(oci, bundle):
     bundle.args("sleep", "60")
     oci.ok("create", "-b", bundle.path, "k")
     oci.ok("kill", "k", "15")  # the waiting init honours TERM like the process would
-    wait_status(oci, "k", "stopped")
+    oci.wait_status("k", "stopped")
     oci.ok("delete", "k")
     for sig in ("KILL", "SIGKILL", "9", "kill"):
         oci.ok("create", "-b", bundle.path, "k")
         oci.ok("kill", "k", sig)
-        wait_status(oci, "k", "stopped")
+        oci.wait_status("k", "stopped")
         oci.ok("delete", "k")
     oci.ok("create", "-b", bundle.path, "k")
     assert 'unknown signal "NOSIG"' in oci.fail("kill", "k", "NOSIG")
@@ -134,7 +124,7 @@ def test_start_runs_process_after_start_only(oci, bundle, tmp_path):
     time.sleep(0.2)
     assert not (out / "mark").exists()
     oci.ok("start", "s")
-    wait_status(oci, "s", "stopped")
+    oci.wait_status("s", "stopped")
     assert (out / "mark").read_text() == "started\n"
 
 

@@ -4,9 +4,7 @@ domainname and sysctl, which live in those namespaces. Checked from inside
 the container."""
 import itertools
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -40,29 +38,6 @@ def ns_links_script(types) -> str:
 
 def parse_kv(out: str) -> dict:
     return dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
-
-
-@pytest.fixture
-def shifted_rootfs(bundle):
-    """The bundle's rootfs copied where a shifted root (uid 100000) can reach
-    it: pytest's tmp dirs are 0700 root, which a user namespace that does not
-    map host root cannot traverse."""
-    d = tempfile.mkdtemp(prefix="ocirun-userns-", dir="/tmp")
-    os.chmod(d, 0o755)
-    rootfs = os.path.join(d, "rootfs")
-    shutil.copytree(bundle.rootfs, rootfs, symlinks=True)
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for n in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, n), SHIFT, SHIFT)
-    os.lchown(rootfs, SHIFT, SHIFT)
-    bundle.config["root"]["path"] = rootfs
-    bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
-    bundle.linux["gidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
-    bundle.save()
-    yield rootfs
-    with open("/proc/self/mountinfo") as f:
-        assert not [ln for ln in f if d in ln], "mounts left under the shifted rootfs"
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
