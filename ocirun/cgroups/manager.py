@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
-SIGKILL = 9  # (the signal module would pull in enum on every container start)
 import time
 
 from ocirun.cgroups import fsutil
 from ocirun.errors import ConfigError, OciError
+
+SIGKILL = 9  # (the signal module would pull in enum on every container start)
 
 # controllers ocirun enables in cgroup.subtree_control on the way down (v2)
 V2_WANTED = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
@@ -140,6 +141,11 @@ def _refuse_undelegated(resources: dict, path: str, where: str) -> None:
         if _present(resources, k):
             raise CgroupError(f"{path}.{k}: cannot be set: the cgroup {where} is not "
                               "delegated to this user (rootless)")
+
+
+def _mod(name: str):
+    """ocirun.cgroups.<name> (e.g. "v1.memory"), imported on first use."""
+    return __import__(f"ocirun.cgroups.{name}", fromlist=["_"])
 
 
 def _join(procs_dir: str, pid: int) -> None:
@@ -355,38 +361,41 @@ class FsV1Manager(Manager):
     def apply(self, resources: dict, path: str = "linux.resources") -> None:
         """Write linux.resources to the v1 files (hybrid: v2 files for controllers
         that live only in the unified hierarchy, e.g. hugetlb here)."""
-        from ocirun.cgroups.v1 import (blkio, cpu, cpuset, devices, hugetlb, memory,
-                                       net, pids, rdma)
-        from ocirun.cgroups.v2 import hugetlb as hugetlb2, unified
         if resources is None:
             return
         if not isinstance(resources, dict):
             raise ConfigError(path, "must be an object")
         if resources.get("unified"):
+            unified = _mod("v2.unified")
             uctl = self._unified_ctls()
             if not uctl:
                 raise ConfigError(path + ".unified", "not supported: cgroup v2 keys "
                                   "on a cgroup v1 host")
             unified.check(resources, path, uctl)
         cpu_res = resources.get("cpu") or {}
+        # (controller, config keys, "module.function"); a controller module is
+        # loaded only when the config uses it: this is on every container start
         plan = [
-            ("memory", ("memory",), memory.set),
-            ("cpu", ("cpu",), cpu.set if any(k in cpu_res for k in (
+            ("memory", ("memory",), "v1.memory.set"),
+            ("cpu", ("cpu",), "v1.cpu.set" if any(k in cpu_res for k in (
                 "shares", "quota", "period", "burst", "realtimeRuntime",
                 "realtimePeriod", "idle")) else None),
-            ("cpuset", ("cpu",), cpuset.set if ("cpus" in cpu_res or "mems" in cpu_res) else None),
-            ("pids", ("pids",), pids.set),
-            ("blkio", ("blockIO",), blkio.set),
-            ("hugetlb", ("hugepageLimits",), hugetlb.set),
-            ("net_cls", ("network",), net.set_cls),
-            ("net_prio", ("network",), net.set_prio),
-            ("rdma", ("rdma",), rdma.set),
-            ("devices", ("devices",), devices.set),
+            ("cpuset", ("cpu",), "v1.cpuset.set" if ("cpus" in cpu_res or "mems" in cpu_res)
+             else None),
+            ("pids", ("pids",), "v1.pids.set"),
+            ("blkio", ("blockIO",), "v1.blkio.set"),
+            ("hugetlb", ("hugepageLimits",), "v1.hugetlb.set"),
+            ("net_cls", ("network",), "v1.net.set_cls"),
+            ("net_prio", ("network",), "v1.net.set_prio"),
+            ("rdma", ("rdma",), "v1.rdma.set"),
+            ("devices", ("devices",), "v1.devices.set"),
         ]
         skipped_ctls = {c for k in self.skipped for c in k.split(",")}
-        for ctl, keys, fn in plan:
-            if fn is None or not any(_present(resources, k) for k in keys):
+        for ctl, keys, fname in plan:
+            if fname is None or not any(_present(resources, k) for k in keys):
                 continue
+            modname, _, func = fname.rpartition(".")
+            fn = getattr(_mod(modname), func)
             if self.rootless and ((ctl == "devices" and os.geteuid() != 0)
                                   or ctl in skipped_ctls):
                 if ctl != "devices":  # devices: the user namespace guards them
@@ -396,13 +405,13 @@ class FsV1Manager(Manager):
             d = self._dir(ctl, resources, keys, path)
             if d is None:
                 if ctl.startswith("net_"):
-                    net.parse(resources, path)  # still validate what we ignore
+                    _mod("v1.net").parse(resources, path)  # still validate what we ignore
                 continue
             if ctl == "hugetlb" and d != self.ctl.get("hugetlb"):
-                fn = hugetlb2.set  # hybrid: hugetlb lives in the cgroup2 hierarchy
+                fn = _mod("v2.hugetlb").set  # hybrid: hugetlb lives in the cgroup2 hierarchy
             fn(d, resources, path, self)
         if resources.get("unified"):
-            unified.set(self.paths[""], resources, path, self, self._unified_ctls())
+            _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
 
     def add_pid(self, pid: int) -> None:
         for key, d in self.paths.items():
