@@ -24,6 +24,9 @@ demo: setup
 test: setup
 	OCIRUN_ENGINE_BIN=$(CURDIR)/bin/ocirun $(PYTEST) -q $(PYTEST_ARGS)
 
+soak: setup
+	$(PY) tools/soak.py $(SOAK_ARGS)
+
 test-cgroupv2:
 	tools/vm/test-cgroupv2.sh
 

@@ -167,9 +167,7 @@ class Container:
         self._sync = parent
         data["pid"] = pid
         if mgr is not None:
-            import _thread
-            from ocirun import cgroups
-            _thread.start_new_thread(cgroups.prewarm_migration, ())
+            _start_prewarm()
         try:
             if mgr is not None:
                 mgr.create()
@@ -424,6 +422,35 @@ def _resources_with_default_devices(resources: dict | None) -> dict:
     return res
 
 
+_prewarm_done = None  # a lock held while a pre-warm thread runs
+
+
+def _start_prewarm() -> None:
+    """Pay the cgroup migration fence in a thread (see cgroups.prewarm_migration)."""
+    global _prewarm_done
+    import _thread
+    from ocirun import cgroups
+    lock = _thread.allocate_lock()
+    lock.acquire()
+
+    def warm() -> None:
+        try:
+            cgroups.prewarm_migration()
+        finally:
+            lock.release()
+
+    _prewarm_done = lock
+    _thread.start_new_thread(warm, ())
+
+
+def _wait_prewarm() -> None:
+    """Never clone while another thread runs (a library caller creating in a
+    loop): the raw clone skips libc's fork handlers."""
+    if _prewarm_done is not None:
+        _prewarm_done.acquire()
+        _prewarm_done.release()
+
+
 def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:
     """clone() the init with the planned namespaces; returns its pid."""
     from ocirun import init  # noqa: F401  (its imports must happen before the fork)
@@ -447,6 +474,7 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
                     nsmod.write_time_offsets(plan.time_offsets)
         import gc
         gc.freeze()  # keep the child's copy-on-write pages few
+        _wait_prewarm()
         pid = k.clone(ns.clone_flags)
     except BaseException:
         _restore_ns(restore)

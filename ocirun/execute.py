@@ -173,6 +173,8 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
                 k.setns(nsfds[t], flag)
         import gc
         gc.freeze()
+        from ocirun.container import _wait_prewarm
+        _wait_prewarm()
         pid = k.clone(0)
         if pid == 0:
             parent.close()

@@ -347,12 +347,23 @@ def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
-    # Python starts with SIGPIPE and SIGXFSZ ignored and SIG_IGN survives
-    # execve; the process must start with default dispositions, as under runc.
-    import _signal  # built in: importable after pivot_root
-    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+    _default_signals()
     os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
+
+
+def _default_signals() -> None:
+    """The process starts with every signal at its default and none blocked
+    (as crun does): SIG_IGN survives execve, and Python ignores SIGPIPE and
+    SIGXFSZ, the caller may have ignored more."""
+    import _signal  # built in: importable after pivot_root
+    for sig in range(1, _signal.NSIG):
+        if sig in (9, 19, 32, 33):  # KILL, STOP, and glibc's internal RT signals
+            continue
+        try:
+            _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from ocitest import OCIRUN, Bundle, Runtime, _host_mounts_mentioning, make_rootfs
+from ocitest import OCIRUN, SHIFT, Bundle, Runtime, _host_mounts_mentioning, make_rootfs
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,6 @@ def oci(tmp_path):
     assert not mounts, f"mounts left on the host: {mounts}"
 
 
-
-SHIFT = 100000
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from mkbundle import make_rootfs  # noqa: E402
 import itertools  # noqa: E402
 
 _ids = itertools.count()
+SHIFT = 100000  # host uid/gid of root in the tests' shifted user namespaces
 from ocirun.specgen import default_spec  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ocitest import OCIRUN
-from test_namespaces import SHIFT, shifted_rootfs  # noqa: F401  (fixture)
+from ocitest import SHIFT
 
 NS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "uts", "user")
 
