@@ -474,6 +474,251 @@ def crash_loop(area: Area, k: int, seed: int, log=print) -> dict:
     return {"iterations": k, "kills": kills, "per_op": stats, "problems": problems}
 
 
+# -- exec --------------------------------------------------------------------
+# `exec` on a 2-core VM: 30-65 ms (a third of that is Python starting)
+MAX_DELAY["exec"] = 0.08
+_STATUS_KEYS = ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb", "NoNewPrivs", "Seccomp")
+_NS = ("mnt", "pid", "net", "ipc", "uts", "cgroup")
+
+
+def _status(pid: int) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        kv = dict(ln.rstrip("\n").split(":\t", 1) for ln in f if ":\t" in ln)
+    return {k: kv.get(k) for k in _STATUS_KEYS}
+
+
+def container_view(pid: int) -> dict:
+    """What makes a process 'inside' a container: its namespaces, cgroups,
+    capabilities, no_new_privs and seccomp mode."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        cg = sorted(ln.rstrip("\n") for ln in f)
+    ns = {t: os.readlink(f"/proc/{pid}/ns/{t}") for t in _NS if os.path.exists(f"/proc/{pid}/ns/{t}")}
+    return {"ns": ns, "cgroup": cg, "status": _status(pid)}
+
+
+def init_snapshot(init_pid: int) -> dict:
+    """The container's init as exec must leave it: same process, same
+    mounts inside, same fds, same view."""
+    with open(f"/proc/{init_pid}/mountinfo") as f:
+        mi = f.read()
+    return {"pid": init_pid, "cmdline": _cmdline(init_pid), "mountinfo": mi,
+            "fds": sorted(os.listdir(f"/proc/{init_pid}/fd")), "view": container_view(init_pid)}
+
+
+def check_init(area: Area, cid: str, snap: dict) -> list[str]:
+    problems = []
+    p = area.run("state", cid)
+    try:
+        st = json.loads(p.stdout)
+    except ValueError:
+        return [f"state {cid}: rc={p.returncode} {p.stderr.strip()!r}"]
+    if st.get("status") != "running" or st.get("pid") != snap["pid"]:
+        problems.append(f"state {cid}: {st.get('status')} pid {st.get('pid')}, "
+                        f"want running pid {snap['pid']}")
+    if not _alive(snap["pid"]):
+        return problems + [f"{cid}: init {snap['pid']} died"]
+    now = init_snapshot(snap["pid"])
+    for k in ("cmdline", "mountinfo", "fds", "view"):
+        if now[k] != snap[k]:
+            problems.append(f"{cid}: the init's {k} changed: {snap[k]!r} -> {now[k]!r}")
+    return problems
+
+
+def classify_exec_leftovers(area: Area, snap: dict, markers: set[str],
+                            timeout: float = 3.0) -> tuple[list[int], list[str]]:
+    """The area's live processes besides the init: (legit, problems). Legit
+    is a process that exec'd `sleep <marker>` and is fully inside the
+    container (namespaces, cgroups, caps, nnp, seccomp all the init's).
+    Anything else (a runtime, a half set up exec child) gets `timeout`
+    seconds to die (PDEATHSIG, EOF on the sync socket) before it counts."""
+    end = time.monotonic() + timeout
+    while True:
+        legit, bad = [], []
+        for pid in tagged_processes(area.tag, area.base):
+            if pid == snap["pid"]:
+                continue
+            argv = _cmdline(pid)
+            try:
+                view = container_view(pid)
+            except OSError:
+                continue  # gone
+            if (len(argv) >= 2 and argv[0] == b"sleep" and argv[1].decode() in markers
+                    and view == snap["view"]):
+                legit.append(pid)
+            elif _alive(pid):
+                bad.append(f"pid {pid} {[a.decode(errors='replace') for a in argv[:4]]} "
+                           f"{'inside' if view['ns'] == snap['view']['ns'] else 'OUTSIDE'} the "
+                           f"container's namespaces, view {view}")
+        if not bad or time.monotonic() > end:
+            return legit, bad
+        time.sleep(0.05)
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL processes this run started (never anything else)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def exec_crash_iteration(area: Area, rng: random.Random, cid: str, snap: dict, i: int,
+                         detach: bool, markers: set[str], kill_legit: bool = True) -> dict:
+    """SIGKILL `ocirun exec [-d] cid sleep <marker>` after a random delay.
+    Afterwards the init is untouched, and every other live process is a
+    fully set up exec'd process (killed by pid when kill_legit)."""
+    marker = str(700000 + i)
+    markers.add(marker)
+    pid_file = os.path.join(area.base, f"exec{i}.pid")
+    args = ["exec", *(["-d"] if detach else []), "--pid-file", pid_file, cid, "sleep", marker]
+    delay = rng.uniform(0, MAX_DELAY["exec"])
+    proc = area.popen(*args)
+    time.sleep(delay)
+    proc.kill()
+    rc = proc.wait()
+    killed = rc == -signal.SIGKILL
+    problems = []
+    legit, bad = classify_exec_leftovers(area, snap, markers)
+    problems += bad
+    problems += check_init(area, cid, snap)
+    # the pid file: absent (killed before) or whole, naming a process of ours
+    if os.path.exists(pid_file):
+        text = open(pid_file).read()
+        if not text.strip().isdigit():
+            problems.append(f"pid file half written: {text!r}")
+        elif int(text) not in legit and _alive(int(text)):
+            problems.append(f"pid file names {text}, not a process exec'd in the container")
+        os.unlink(pid_file)
+    stray = [n for n in os.listdir(area.base) if n.startswith(f"exec{i}.pid")]
+    if stray:
+        problems.append(f"temporary files of the pid file left: {stray}")
+        for n in stray:
+            os.unlink(os.path.join(area.base, n))
+    mine = [p for p in legit if _cmdline(p)[1:2] == [marker.encode()]]
+    if kill_legit:
+        kill_pids(legit)
+    return {"detach": detach, "delay": delay, "killed": killed, "survived": len(mine),
+            "problems": problems}
+
+
+def exec_crash_loop(area: Area, n: int, seed: int, per_container: int = 10, log=print) -> dict:
+    """n exec kills, `per_container` per container; each container is then
+    removed with delete --force (with its surviving exec'd processes) and
+    must leave nothing behind."""
+    rng = random.Random(seed)
+    area.set_args("sleep", "600")
+    problems: list[str] = []
+    kills = survived = 0
+    cid = None
+    try:
+        for i in range(n):
+            if i % per_container == 0:
+                cid = area.cid(f"xk{i}")
+                p = area.run("run", "-d", "-b", area.bundle, cid)
+                if p.returncode:
+                    problems.append(f"run -d {cid}: {p.stderr.strip()}")
+                    cid = None
+                    break
+                snap = init_snapshot(json.loads(area.run("state", cid).stdout)["pid"])
+                markers: set[str] = set()
+            last = i % per_container == per_container - 1 or i == n - 1
+            r = exec_crash_iteration(area, rng, cid, snap, i, detach=bool(rng.randrange(2)),
+                                     markers=markers, kill_legit=not last or i % 2 == 0)
+            kills += r["killed"]
+            survived += r["survived"]
+            problems += [f"seed {seed} #{i} exec{' -d' if r['detach'] else ''} killed after "
+                         f"{r['delay'] * 1e3:.1f} ms: {p}" for p in r["problems"]]
+            if last:
+                p = area.run("delete", "--force", cid)
+                if p.returncode or "Traceback" in p.stderr:
+                    problems.append(f"delete --force {cid}: rc={p.returncode} {p.stderr!r}")
+                left = area.wait_clean(cid, timeout=5)
+                left_all = area.wait_clean(timeout=5)
+                if left or left_all:
+                    problems.append(f"after delete --force {cid}: leftovers {left or left_all}")
+                cid = None
+    finally:
+        if cid:
+            area.run("delete", "--force", cid)
+    log(f"exec crash: seed {seed}, {n} iterations, {kills} runtimes killed mid-exec, "
+        f"{survived} exec'd processes survived their runtime (legit), {len(problems)} problems")
+    return {"iterations": n, "kills": kills, "survived": survived, "problems": problems}
+
+
+def _exec_worker(area: Area, names: list[str], execs: int, parallel: int, q) -> None:
+    """Per container: run -d, `execs` sequential execs (foreground output
+    checked, and one -d), `parallel` concurrent execs, kill, delete."""
+    import threading
+    errs = []
+
+    def ex(cid, *args, want=None):
+        p = area.run("exec", cid, *args)
+        if p.returncode != 0 or "Traceback" in p.stderr or (want is not None
+                                                            and p.stdout.strip() != want):
+            errs.append(f"exec {cid} {' '.join(args)}: rc={p.returncode} out={p.stdout!r} "
+                        f"err={p.stderr.strip()!r}")
+
+    for name in names:
+        cid = area.cid(name)
+        p = area.run("run", "-d", "-b", area.bundle, cid)
+        if p.returncode or "Traceback" in p.stderr:
+            errs.append(f"run {cid}: rc={p.returncode} {p.stderr.strip()}")
+            area.run("delete", "--force", cid)
+            continue
+        for j in range(execs):
+            ex(cid, "echo", f"{name}-{j}", want=f"{name}-{j}")
+        p = area.run("exec", "-d", cid, "sleep", "600")
+        if p.returncode or "Traceback" in p.stderr:
+            errs.append(f"exec -d {cid}: rc={p.returncode} {p.stderr.strip()}")
+        ts = [threading.Thread(target=ex, args=(cid, "sh", "-c", f"echo {name}.{j}"),
+                               kwargs={"want": f"{name}.{j}"}) for j in range(parallel)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for args in (("kill", cid, "KILL"), ("delete", "--force", cid)):
+            p = area.run(*args)
+            if p.returncode != 0 or "Traceback" in p.stderr:
+                errs.append(f"{args[0]} {cid}: rc={p.returncode} {p.stderr.strip()}")
+    q.put(errs)
+
+
+def concurrent_exec(area: Area, m: int, workers: int, execs: int = 3, parallel: int = 4,
+                    log=print) -> dict:
+    """m containers over `workers` processes, each exec'd into sequentially
+    and concurrently, while `list` is polled."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    area.set_args("sleep", "600")
+    q, lq, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    names = [f"cx{i}" for i in range(m)]
+    procs = [ctx.Process(target=_exec_worker, args=(area, names[w::workers], execs, parallel, q))
+             for w in range(workers)]
+    poller = ctx.Process(target=poll_list, args=(area, stop, lq))
+    t0 = time.monotonic()
+    poller.start()
+    for p in procs:
+        p.start()
+    errors = []
+    try:
+        for _ in procs:
+            errors += q.get(timeout=600)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+        stop.set()
+        polls, bad = lq.get(timeout=120)
+        poller.join()
+    dt = time.monotonic() - t0
+    n_exec = m * (execs + 1 + parallel)
+    log(f"concurrent exec: {m} containers, {n_exec} execs ({parallel} at once per container) "
+        f"from {workers} processes in {dt:.1f}s, {len(errors)} errors, {polls} list polls, "
+        f"{len(bad)} bad list answers")
+    return {"containers": m, "execs": n_exec, "errors": errors, "polls": polls,
+            "bad_list": bad, "seconds": dt}
+
+
 # ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     import argparse
