@@ -13,7 +13,7 @@ import os
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
 from ocirun.specgen import OCI_VERSION
-from ocirun.statedir import StateDir, default_root, list_ids, proc_start_time, write_atomic
+from ocirun.statedir import StateDir, default_root, list_ids, proc_start_time, write_pid_file
 
 
 def cgroup_manager(data: dict):
@@ -108,10 +108,21 @@ class Container:
     @classmethod
     def create(cls, cid: str, bundle: str = ".", root: str | None = None,
                opts: CreateOptions | None = None, _foreground: bool = False) -> "Container":
-        from ocirun import plan as planmod, spec
-        from ocirun.linux import namespaces
         opts = opts or CreateOptions()
         c = cls(cid, root)
+        prewarm = _start_prewarm() if opts.cgroup_manager != "disabled" and \
+            os.geteuid() == 0 else 0
+        try:
+            return cls._create(c, bundle, opts, _foreground)
+        finally:
+            _reap_prewarm(prewarm)
+
+    @classmethod
+    def _create(cls, c: "Container", bundle: str, opts: CreateOptions,
+                _foreground: bool) -> "Container":
+        from ocirun import plan as planmod, spec
+        from ocirun.linux import namespaces
+        cid = c.id
         bundle = os.path.abspath(bundle)
         cfg = spec.load(bundle, opts.config)
         _socket_activation(cfg)
@@ -166,8 +177,6 @@ class Container:
             os.close(dirfd)
         self._sync = parent
         data["pid"] = pid
-        if mgr is not None:
-            _start_prewarm()
         try:
             if mgr is not None:
                 mgr.create()
@@ -178,7 +187,7 @@ class Container:
             data.pop("status", None)
             self.sd.save(data)
             if opts.pid_file:
-                write_atomic(os.path.abspath(opts.pid_file), str(pid).encode())
+                write_pid_file(os.path.abspath(opts.pid_file), pid)
             parent.send("ok")
         except BaseException:
             parent.close()
@@ -422,33 +431,30 @@ def _resources_with_default_devices(resources: dict | None) -> dict:
     return res
 
 
-_prewarm_done = None  # a lock held while a pre-warm thread runs
-
-
-def _start_prewarm() -> None:
-    """Pay the cgroup migration fence in a thread (see cgroups.prewarm_migration)."""
-    global _prewarm_done
-    import _thread
-    from ocirun import cgroups
-    lock = _thread.allocate_lock()
-    lock.acquire()
-
-    def warm() -> None:
+def _start_prewarm() -> int:
+    """Pay the cgroup migration fence in a short-lived child process, while
+    this one parses the config and the init sets up (see
+    cgroups.prewarm_migration). A process, not a thread: the raw clone()
+    of the init must not happen in a multi-threaded process."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return 0
+    if pid == 0:
         try:
+            from ocirun import cgroups
             cgroups.prewarm_migration()
         finally:
-            lock.release()
-
-    _prewarm_done = lock
-    _thread.start_new_thread(warm, ())
+            os._exit(0)
+    return pid
 
 
-def _wait_prewarm() -> None:
-    """Never clone while another thread runs (a library caller creating in a
-    loop): the raw clone skips libc's fork handlers."""
-    if _prewarm_done is not None:
-        _prewarm_done.acquire()
-        _prewarm_done.release()
+def _reap_prewarm(pid: int) -> None:
+    if pid:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:
@@ -474,7 +480,6 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
                     nsmod.write_time_offsets(plan.time_offsets)
         import gc
         gc.freeze()  # keep the child's copy-on-write pages few
-        _wait_prewarm()
         pid = k.clone(ns.clone_flags)
     except BaseException:
         _restore_ns(restore)

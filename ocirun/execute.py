@@ -139,7 +139,12 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
     init_pid = data["pid"]
     ns_types = [ns["type"] for ns in (cfg.get("linux") or {}).get("namespaces") or []]
     mgr = cgroup_manager(data)
-    return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st))
+    from ocirun.container import _reap_prewarm, _start_prewarm
+    prewarm = _start_prewarm() if mgr is not None and os.geteuid() == 0 else 0
+    try:
+        return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st))
+    finally:
+        _reap_prewarm(prewarm)
 
 
 def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
@@ -173,9 +178,12 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
                 k.setns(nsfds[t], flag)
         import gc
         gc.freeze()
-        from ocirun.container import _wait_prewarm
-        _wait_prewarm()
-        pid = k.clone(0)
+        try:
+            pid = k.clone(0)
+        except OSError as e:
+            if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
+                raise StateError("cannot exec: the container is no longer running") from None
+            raise
         if pid == 0:
             parent.close()
             _child(pplan, child, nsfds, console_fd, opts.preserve_fds)
@@ -217,6 +225,13 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         verb, payload, _ = parent.recv()  # EOF once execve closed its end
         if verb == "error":
             raise OciError(payload.decode(errors="replace"))
+    except (BrokenPipeError, ConnectionResetError):
+        parent.close()
+        if master >= 0:
+            os.close(master)
+        _reap(pid)
+        raise OciError("exec: the process setup died unexpectedly "
+                       "(the container was killed or deleted)") from None
     except BaseException:
         parent.close()
         if master >= 0:
@@ -225,8 +240,8 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         raise
     parent.close()
     if opts.pid_file:
-        from ocirun.statedir import write_atomic
-        write_atomic(os.path.abspath(opts.pid_file), str(pid).encode())
+        from ocirun.statedir import write_pid_file
+        write_pid_file(os.path.abspath(opts.pid_file), pid)
     if opts.detach:
         if master >= 0:
             os.close(master)

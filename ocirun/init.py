@@ -357,7 +357,10 @@ def _default_signals() -> None:
     SIGXFSZ, the caller may have ignored more."""
     import _signal  # built in: importable after pivot_root
     for sig in range(1, _signal.NSIG):
-        if sig in (9, 19, 32, 33):  # KILL, STOP, and glibc's internal RT signals
+        if sig in (9, 19):  # KILL, STOP: always default
+            continue
+        if sig in (32, 33):  # libc's own: only the raw syscall may touch them
+            k.signal_default(sig)
             continue
         try:
             _signal.signal(sig, _signal.SIG_DFL)

@@ -61,6 +61,30 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def write_pid_file(path: str, pid: int) -> None:
+    """The pid file appears whole, and a runtime killed half way leaves no
+    temporary file in the caller's directory: the data goes to an unnamed
+    O_TMPFILE inode that is linked in only when complete."""
+    data = str(pid).encode()
+    try:
+        fd = os.open(os.path.dirname(path) or ".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                     0o644)
+    except OSError:  # no O_TMPFILE on this filesystem
+        write_atomic(path, data)
+        return
+    try:
+        os.write(fd, data)
+        from ocirun.kernel.syscalls import link_fd
+        try:
+            link_fd(fd, path)
+        except FileExistsError:
+            write_atomic(path, data)  # replacing an old pid file needs a rename
+        except OSError:  # e.g. no CAP_DAC_READ_SEARCH (rootless)
+            write_atomic(path, data)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     """Readers see the old file or the whole new one, never a part."""
     tmp = f"{path}.{os.getpid()}.tmp"

@@ -16,10 +16,10 @@ _pylibc = ctypes.PyDLL(None, use_errno=True)
 
 _ARCH = os.uname().machine
 _NR = {
-    "x86_64": dict(clone=56, pivot_root=155, personality=135, ioprio_set=251,
+    "x86_64": dict(rt_sigaction=13, clone=56, pivot_root=155, personality=135, ioprio_set=251,
                    sched_setattr=314, set_mempolicy=238, keyctl=250,
                    capget=125, capset=126, seccomp=317, bpf=321),
-    "aarch64": dict(clone=220, pivot_root=41, personality=92, ioprio_set=30,
+    "aarch64": dict(rt_sigaction=134, clone=220, pivot_root=41, personality=92, ioprio_set=30,
                     sched_setattr=274, set_mempolicy=237, keyctl=219,
                     capget=90, capset=91, seccomp=277, bpf=280),
 }.get(_ARCH)
@@ -264,3 +264,21 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 
 def join_session_keyring(name: str | None = None) -> int:
     return syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, _b(name) if name else 0)
+
+
+_libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_int]
+
+
+def link_fd(fd: int, path: str) -> None:
+    """Give an O_TMPFILE inode its name (linkat with AT_EMPTY_PATH)."""
+    if _libc.linkat(fd, b"", -100, _b(path), AT_EMPTY_PATH) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+
+
+def signal_default(sig: int) -> None:
+    """SIG_DFL for any signal, including the two real-time signals that libc
+    reserves for itself (32, 33) and refuses in sigaction()."""
+    act = (ctypes.c_ulong * 4)(0, 0, 0, 0)  # handler SIG_DFL, flags, restorer, mask
+    syscall("rt_sigaction", sig, act, 0, 8)
