@@ -69,9 +69,8 @@ EXTERNAL = {"exec": "ocirun.cli_exec", "features": "ocirun.cli_features",
 
 
 def _external(cmd: str):
-    import importlib
-    try:
-        return importlib.import_module(EXTERNAL[cmd])
+    try:  # __import__, not importlib: that module costs another import
+        return __import__(EXTERNAL[cmd], fromlist=["_"])
     except ModuleNotFoundError:
         return None
 

@@ -12,7 +12,6 @@ proxies the terminal and returns the exit status.
 """
 from __future__ import annotations
 
-import json
 import os
 
 from ocirun.errors import ConfigError, OciError, StateError
@@ -41,15 +40,18 @@ def load_process_file(path: str) -> dict:
     """A --process JSON file, validated like config.json's process."""
     from ocirun import spec
     name = os.path.basename(path)
+    from ocirun.jsonutil import loads
     try:
         with open(path, "rb") as f:
-            proc = json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         raise ConfigError("", f"cannot read {path}: no such file", name) from None
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
-    except (ValueError, RecursionError) as e:
-        raise ConfigError("", f"malformed JSON: {spec._json_error(e)}", name) from None
+    try:
+        proc = loads(data)
+    except (ValueError, RecursionError):
+        raise ConfigError("", f"malformed JSON: {spec.json_error(data)}", name) from None
     if not isinstance(proc, dict):
         raise ConfigError("", "must be a JSON object", name)
     spec.check_process(proc, "", spec.Checker(name), exec_process=True)
@@ -64,7 +66,8 @@ def process_from_flags(base: dict, args: list[str], *, tty: bool = False,
     """runc's exec without --process: the container's process, overridden by flags."""
     if not args:
         raise OciError("exec needs a command to run")
-    proc = json.loads(json.dumps(base))  # a deep copy, cheap for this size
+    from ocirun.jsonutil import dumps, loads
+    proc = loads(dumps(base))  # a deep copy, cheap for this size
     proc["args"] = args
     proc["terminal"] = tty
     proc.pop("consoleSize", None)
