@@ -220,14 +220,34 @@ class StateDir:
         pid = data.get("pid", 0)
         if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
             return "stopped"
-        if data.get("cgroup"):  # before the fifo test: runc can pause a created container
-            from ocirun.container import cgroup_manager
-            mgr = cgroup_manager(data)
-            if mgr is not None and mgr.frozen():
-                return "paused"
+        if data.get("cgroup") and _frozen(data["cgroup"]):
+            # (before the fifo test: runc can pause a created container)
+            return "paused"
         if os.path.exists(self.fifo) and _init_waits(pid, self.path, self.fifo):
             return "created"
         return "running"
+
+
+def _frozen(cg: dict) -> bool:
+    """Is the container's cgroup frozen? Read straight from the files the
+    saved cgroup state names (state/start/kill run on every engine call and
+    need not load the cgroup managers); other drivers ask their manager."""
+    try:
+        paths = cg.get("paths")
+        if cg.get("driver") == "cgroupfs" and paths is not None:  # v1 / hybrid
+            d = next((v for k, v in paths.items() if "freezer" in k.split(",")), None)
+            if d is None:
+                return False
+            with open(os.path.join(d, "freezer.state"), "rb") as f:
+                return f.read().strip() == b"FROZEN"
+        if cg.get("driver") == "cgroupfs" and cg.get("dir"):  # v2
+            with open(os.path.join(cg["dir"], "cgroup.events"), "rb") as f:
+                return b"frozen 1" in f.read()
+    except OSError:
+        return False
+    from ocirun.container import cgroup_manager
+    mgr = cgroup_manager({"cgroup": cg})
+    return mgr is not None and mgr.frozen()
 
 
 def _init_waits(pid: int, path: str, fifo: str) -> bool:
