@@ -13,7 +13,7 @@ import os
 
 from ..errors import ConfigError, OciError
 
-DEFAULT_CACHE_DIR = "/run/ocirun/seccomp-cache"
+DEFAULT_CACHE_DIR = "/run/ocirun/.cache/seccomp"  # hidden: not a container id
 _CACHE_MAGIC = b"OCIRSC1\n"  # bump when the cache layout changes
 
 ACTIONS = {
