@@ -13,7 +13,8 @@ TEST_APT  ?= golang-github-containers-common uidmap podman conmon containerd run
 setup:
 	@EXTRA_APT="$(TEST_APT) $(EXTRA_APT)" tools/setup.sh
 
-demo: setup
+demo:
+	@SETUP_VENV=0 tools/setup.sh
 	@rm -rf $(DEMO)
 	@$(PY) tools/mkbundle.py $(DEMO) --args 'echo "hello from inside an ocirun container"; \
 	  echo "hostname: $$(hostname)"; echo "my pid:   $$$$"; echo "mounts:"; \
