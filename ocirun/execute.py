@@ -40,18 +40,7 @@ def load_process_file(path: str) -> dict:
     """A --process JSON file, validated like config.json's process."""
     from ocirun import spec
     name = os.path.basename(path)
-    from ocirun.jsonutil import loads
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ConfigError("", f"cannot read {path}: no such file", name) from None
-    except OSError as e:
-        raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
-    try:
-        proc = loads(data)
-    except (ValueError, RecursionError):
-        raise ConfigError("", f"malformed JSON: {spec.json_error(data)}", name) from None
+    proc = spec.read_json(path, name)
     if not isinstance(proc, dict):
         raise ConfigError("", "must be a JSON object", name)
     spec.check_process(proc, "", spec.Checker(name), exec_process=True)

@@ -84,6 +84,13 @@ def load(bundle: str, config_path: str | None = None) -> dict:
     """Read and validate the bundle's config; return the parsed dict."""
     path = config_path or os.path.join(bundle, "config.json")
     name = os.path.basename(path) if config_path else "config.json"
+    cfg = read_json(path, name)
+    validate(cfg, Checker(name))
+    return cfg
+
+
+def read_json(path: str, name: str):
+    """Parse a JSON input file; errors name the file (one line)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -98,7 +105,6 @@ def load(bundle: str, config_path: str | None = None) -> dict:
         # the bare _json scanner reports some truncated documents as a
         # SystemError or a stray StopIteration: all mean "not JSON"
         raise ConfigError("", f"malformed JSON: {json_error(data)}", name) from None
-    validate(cfg, Checker(name))
     return cfg
 
 
