@@ -44,7 +44,6 @@ def _end(sig: str, i: int) -> int:
     if c == "a":
         return _end(sig, i + 1)
     if c in "({":
-        close = ")" if c == "(" else "}"
         depth, j = 0, i
         while True:
             if sig[j] in "({":
