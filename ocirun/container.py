@@ -278,9 +278,7 @@ class Container:
             raise StateError(f"cannot start a container that is {st}" if st != "stopped"
                              else "cannot start a container that has stopped")
         _release_init(self.sd.fifo, data["pid"])
-        from ocirun.hooks import run_hooks_warn
-        run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
-                       oci_state(data, "running"), log.warn)
+        _warn_hooks(data, "poststart", "running")
 
     def run_foreground(self) -> int:
         """For `run`: release the init, forward signals (or proxy the
@@ -297,9 +295,7 @@ class Container:
                 self._sync = None
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
-                from ocirun.hooks import run_hooks_warn
-                run_hooks_warn((data.get("hooks") or {}).get("poststart"), "poststart",
-                               oci_state(data, "running"), log.warn)
+                _warn_hooks(data, "poststart", "running")
                 if self._console >= 0:
                     return terminal.proxy(self._console, pid)
                 return fw.wait()
@@ -359,13 +355,19 @@ class Container:
                 mgr.destroy()
             except Exception as e:
                 raise OciError(f"cannot remove cgroup of {self.id}: {e}") from None
-        from ocirun.hooks import run_hooks_warn
-        run_hooks_warn((data.get("hooks") or {}).get("poststop"), "poststop",
-                       oci_state(data, "stopped"), log.warn)
+        _warn_hooks(data, "poststop", "stopped")
         self.sd.remove()
 
 
 # --- helpers (parent side) -----------------------------------------------------
+def _warn_hooks(data: dict, kind: str, status: str) -> None:
+    """poststart/poststop: failures are warnings (hooks.py loaded only if needed)."""
+    hooks = (data.get("hooks") or {}).get(kind)
+    if hooks:
+        from ocirun.hooks import run_hooks_warn
+        run_hooks_warn(hooks, kind, oci_state(data, status), log.warn)
+
+
 _SCHED_PROCESS = ("ioPriority", "scheduler", "execCPUAffinity")
 _SCHED_LINUX = ("personality", "memoryPolicy")
 
@@ -460,6 +462,8 @@ def _reap_prewarm(pid: int) -> None:
 def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:
     """clone() the init with the planned namespaces; returns its pid."""
     from ocirun import init  # noqa: F401  (its imports must happen before the fork)
+    if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
+        from ocirun import hooks  # noqa: F401  (run by the init after pivot_root)
     from ocirun.kernel import syscalls as k
     from ocirun.linux import namespaces as nsmod
     ns = plan.ns

@@ -24,7 +24,6 @@ import os
 
 # Everything the init needs is imported here, before the fork: after
 # pivot_root the runtime's own files are out of reach.
-from ocirun import hooks
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod, process
@@ -72,8 +71,9 @@ class Init:
             self.join_cgroup()
             self.ask("hooks")
         if plan.hooks.get("createContainer"):
+            from ocirun.hooks import run_hooks  # loaded by the parent (see _spawn)
             st = dict(self.get_state(), status="created")
-            hooks.run_hooks(plan.hooks["createContainer"], "createContainer", st)
+            run_hooks(plan.hooks["createContainer"], "createContainer", st)
         if plan.mounts_later or plan.ns.new_cgroup:
             self.join_cgroup()
             if plan.ns.new_cgroup:
@@ -103,7 +103,8 @@ class Init:
         self.sync.expect("ok")
         self.wait_for_start()
         if plan.hooks.get("startContainer"):
-            hooks.run_hooks(plan.hooks["startContainer"], "startContainer",
+            from ocirun.hooks import run_hooks  # loaded by the parent (see _spawn)
+            run_hooks(plan.hooks["startContainer"], "startContainer",
                             dict(self.get_state(), status="created"))
         exec_process(proc, exe, env, plan.preserve_fds)
 
