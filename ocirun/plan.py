@@ -14,6 +14,10 @@ _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 
 
+# filesystems that take a context= mount option (runc labels these)
+_LABELLED_FS = ("tmpfs", "devpts", "mqueue", "shm")
+
+
 class ProcessPlan:
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
                  "oom_score_adj", "no_new_privs", "terminal", "console_size", "caps",
@@ -25,7 +29,7 @@ class InitPlan:
                  "time_offsets", "mounts_now", "mounts_later", "devices", "bind_devices",
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
-                 "wait_fifo", "cgroup_join", "has_mount_ns", "mount_label", "console_fd",
+                 "wait_fifo", "has_mount_ns", "mount_label", "console_fd",
                  "linux")
 
 
@@ -111,8 +115,14 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.no_new_keyring = no_new_keyring
     plan.preserve_fds = preserve_fds
     plan.wait_fifo = wait_fifo
-    plan.cgroup_join = True
     plan.mount_label = linux.get("mountLabel")
+    if plan.mount_label:
+        # SELinux: filesystems the container mounts get the label (as runc);
+        # create refuses a mountLabel on a host without SELinux (lsm.check)
+        from ocirun.linux import lsm
+        for step in plan.mounts_now + plan.mounts_later:
+            if not step.bind and step.fstype in _LABELLED_FS:
+                step.data = lsm.mount_data(step.data, plan.mount_label)
     plan.console_fd = -1
     return plan
 
