@@ -1,0 +1,92 @@
+"""Resources this host's v1 controllers can take that the other cgroup tests
+do not touch: blkio throttling, CPU burst / idle, realtime budget. Written
+at create and read back from the container's own cgroup files."""
+import os
+import stat
+
+import pytest
+
+from ocirun import cgroups
+
+LAYOUT = cgroups.detect()
+pytestmark = pytest.mark.skipif(LAYOUT.mode == "v2" or os.geteuid() != 0,
+                                reason="v1 controller files (this host layout: "
+                                       f"{LAYOUT.mode}) and root needed")
+
+
+def _own_dir(pid: int, controller: str) -> str:
+    by_key = {h.key: h for h in LAYOUT.hierarchies}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, key, path = line.rstrip("\n").split(":", 2)
+            if controller in key.split(",") and key in by_key:
+                h = by_key[key]
+                rel = path[len(h.root):] if h.root != "/" and path.startswith(h.root) else path
+                return h.mountpoint + rel.rstrip("/")
+    raise AssertionError(f"{controller} hierarchy not found for {pid}")
+
+
+def _read(d: str, name: str) -> str:
+    with open(os.path.join(d, name)) as f:
+        return f.read().strip()
+
+
+def _root_block_device() -> tuple[int, int] | None:
+    for dev in ("/dev/vda", "/dev/sda", "/dev/nvme0n1"):
+        try:
+            st = os.stat(dev)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISBLK(st.st_mode):
+            return os.major(st.st_rdev), os.minor(st.st_rdev)
+    return None
+
+
+def test_blkio_throttle_written(oci, bundle):
+    dev = _root_block_device()
+    if dev is None or not os.path.exists("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device"):
+        pytest.skip("no block device or no blkio throttling on this host")
+    major, minor = dev
+    bundle.args("sleep", "60")
+    bundle.linux["resources"]["blockIO"] = {
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+    }
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "bio")
+    d = _own_dir(oci.state("bio")["pid"], "blkio")
+    assert f"{major}:{minor} 1048576" in _read(d, "blkio.throttle.read_bps_device")
+    assert f"{major}:{minor} 100" in _read(d, "blkio.throttle.write_iops_device")
+
+
+def test_cpu_quota_burst_idle_written(oci, bundle):
+    d0 = "/sys/fs/cgroup/cpu"
+    if not os.path.exists(f"{d0}/cpu.cfs_burst_us") or not os.path.exists(f"{d0}/cpu.idle"):
+        pytest.skip("kernel without cpu.cfs_burst_us / cpu.idle")
+    bundle.args("sleep", "60")
+    bundle.linux["resources"]["cpu"] = {"quota": 50000, "period": 100000, "burst": 20000,
+                                        "shares": 512}
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "cpu")
+    d = _own_dir(oci.state("cpu")["pid"], "cpu")
+    assert _read(d, "cpu.cfs_quota_us") == "50000"
+    assert _read(d, "cpu.cfs_period_us") == "100000"
+    assert _read(d, "cpu.cfs_burst_us") == "20000"
+    assert _read(d, "cpu.shares") == "512"
+    oci.ok("delete", "-f", "cpu")
+    bundle.linux["resources"]["cpu"] = {"idle": 1}
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "idle")
+    assert _read(_own_dir(oci.state("idle")["pid"], "cpu"), "cpu.idle") == "1"
+
+
+def test_realtime_budget_written(oci, bundle):
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("kernel without RT group scheduling")
+    bundle.args("sleep", "60")
+    bundle.linux["resources"]["cpu"] = {"realtimePeriod": 1000000, "realtimeRuntime": 1000}
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "rt")
+    d = _own_dir(oci.state("rt")["pid"], "cpu")
+    assert _read(d, "cpu.rt_period_us") == "1000000"
+    assert _read(d, "cpu.rt_runtime_us") == "1000"
