@@ -169,3 +169,37 @@ def rdma_entries(res: dict, path: str) -> list[tuple[str, str]]:
         if parts:
             out.append((dev, " ".join(parts)))
     return out
+
+
+class Memory:
+    """linux.resources.memory, validated once for the v1 and v2 writers."""
+
+    __slots__ = ("p", "limit", "reservation", "swap", "kernel", "kernel_tcp", "swappiness",
+                 "disable_oom_killer", "use_hierarchy", "check_before_update")
+
+    def __init__(self, mem: dict, p: str) -> None:
+        self.p = p
+        self.limit = get_int(mem, "limit", p, unlimited=True)
+        self.reservation = get_int(mem, "reservation", p, unlimited=True)
+        self.swap = get_int(mem, "swap", p, unlimited=True)
+        self.kernel = get_int(mem, "kernel", p, unlimited=True)
+        self.kernel_tcp = get_int(mem, "kernelTCP", p, unlimited=True)
+        self.swappiness = get_int(mem, "swappiness", p, maximum=100)
+        self.disable_oom_killer = get_bool(mem, "disableOOMKiller", p)
+        self.use_hierarchy = get_bool(mem, "useHierarchy", p)
+        self.check_before_update = get_bool(mem, "checkBeforeUpdate", p)
+        if self.swap not in (None, -1) and self.limit not in (None, -1) \
+                and self.swap < self.limit:
+            raise ConfigError(p + ".swap", f"memory+swap limit {self.swap} must be >= "
+                              f"memory limit {self.limit}")
+
+    def check_usage(self, usage: int) -> None:
+        """checkBeforeUpdate: refuse a limit below what is already used."""
+        if self.check_before_update and self.limit not in (None, -1) and usage > self.limit:
+            raise ConfigError(self.p + ".limit", f"{self.limit} is below the current usage "
+                              f"{usage} (checkBeforeUpdate)")
+
+
+def memory(res: dict, path: str) -> Memory | None:
+    mem = section(res, "memory", path)
+    return Memory(mem, path + ".memory") if mem else None

@@ -4,30 +4,17 @@ from __future__ import annotations
 import os
 
 from ocirun.cgroups import fsutil, spec
-from ocirun.errors import ConfigError
 
 
 def set(d: str, res: dict, path: str, mgr) -> None:
-    mem = spec.section(res, "memory", path)
-    if not mem:
+    m = spec.memory(res, path)
+    if m is None:
         return
-    p = path + ".memory"
-    limit = spec.get_int(mem, "limit", p, unlimited=True)
-    resv = spec.get_int(mem, "reservation", p, unlimited=True)
-    swap = spec.get_int(mem, "swap", p, unlimited=True)
-    kernel = spec.get_int(mem, "kernel", p, unlimited=True)
-    ktcp = spec.get_int(mem, "kernelTCP", p, unlimited=True)
-    swappiness = spec.get_int(mem, "swappiness", p, maximum=100)
-    no_oom = spec.get_bool(mem, "disableOOMKiller", p)
-    hier = spec.get_bool(mem, "useHierarchy", p)
-    check = spec.get_bool(mem, "checkBeforeUpdate", p)
-    if swap not in (None, -1) and limit not in (None, -1) and swap < limit:
-        raise ConfigError(p + ".swap", f"memory+swap limit {swap} must be >= memory limit {limit}")
-    if check and limit not in (None, -1):
-        usage = fsutil.read_int(d, "memory.usage_in_bytes")
-        if usage > limit:
-            raise ConfigError(p + ".limit", f"{limit} is below the current usage {usage}"
-                              " (checkBeforeUpdate)")
+    p, limit, resv, swap = m.p, m.limit, m.reservation, m.swap
+    kernel, ktcp, swappiness = m.kernel, m.kernel_tcp, m.swappiness
+    no_oom, hier = m.disable_oom_killer, m.use_hierarchy
+    if m.check_before_update:
+        m.check_usage(fsutil.read_int(d, "memory.usage_in_bytes"))
     has_memsw = os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
     if swap is not None and not has_memsw:
         mgr.warn(f"{p}.swap ignored: swap accounting is off (no memory.memsw.limit_in_bytes)")

@@ -23,24 +23,13 @@ def swap_max(swap: int | None, limit: int | None, p: str) -> int | None:
 
 
 def set(d: str, res: dict, path: str, mgr) -> None:
-    mem = spec.section(res, "memory", path)
-    if not mem:
+    m = spec.memory(res, path)
+    if m is None:
         return
-    p = path + ".memory"
-    limit = spec.get_int(mem, "limit", p, unlimited=True)
-    resv = spec.get_int(mem, "reservation", p, unlimited=True)
-    swap = spec.get_int(mem, "swap", p, unlimited=True)
-    spec.get_int(mem, "kernel", p, unlimited=True)
-    spec.get_int(mem, "kernelTCP", p, unlimited=True)
-    spec.get_int(mem, "swappiness", p, maximum=100)
-    for k in ("disableOOMKiller", "useHierarchy", "checkBeforeUpdate"):
-        spec.get_bool(mem, k, p)
-    sw = swap_max(swap, limit, p)
-    if mem.get("checkBeforeUpdate") and limit not in (None, -1):
-        usage = fsutil.read_int(d, "memory.current")
-        if usage > limit:
-            raise ConfigError(p + ".limit", f"{limit} is below the current usage {usage}"
-                              " (checkBeforeUpdate)")
+    mem, p, limit, resv = res["memory"], m.p, m.limit, m.reservation
+    sw = swap_max(m.swap, limit, p)
+    if m.check_before_update:
+        m.check_usage(fsutil.read_int(d, "memory.current"))
     if sw is not None:
         fsutil.write(d, "memory.swap.max", _v(sw), p + ".swap")
     if limit is not None:
