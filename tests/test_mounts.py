@@ -186,17 +186,22 @@ FLAG_CASES = [("ro", "ro"), ("nosuid", "nosuid"), ("nodev", "nodev"), ("noexec",
               ("nodiratime", "nodiratime")]
 
 
-@pytest.mark.parametrize("kind", ["bind", "tmpfs"])
-def test_mount_flag_options(oci, bundle, tmp_path, kind):
-    """One mount per option, all in one container (fast)."""
+def mount_each_option(oci, bundle, tmp_path, kind: str, cases) -> dict:
+    """One mount per option at /m-<option>, all in one container (fast);
+    the container's mountinfo."""
     (tmp_path / "src").mkdir()
-    for opt, _ in FLAG_CASES:
+    for opt, _ in cases:
         if kind == "bind":
             add_mount(bundle, f"/m-{opt}", "bind", str(tmp_path / "src"), ["rbind", opt])
         else:
             add_mount(bundle, f"/m-{opt}", "tmpfs", "tmpfs", [opt])
     bundle.args("cat", "/proc/self/mountinfo")
-    mi = mountinfo(run_out(oci, bundle))
+    return mountinfo(run_out(oci, bundle))
+
+
+@pytest.mark.parametrize("kind", ["bind", "tmpfs"])
+def test_mount_flag_options(oci, bundle, tmp_path, kind):
+    mi = mount_each_option(oci, bundle, tmp_path, kind, FLAG_CASES)
     for opt, flag in FLAG_CASES:
         m = mi[f"/m-{opt}"]
         if flag:
@@ -224,14 +229,7 @@ PROP_CASES = [("shared", "shared:"), ("private", None), ("unbindable", "unbindab
 
 @pytest.mark.parametrize("kind", ["bind", "tmpfs"])
 def test_mount_propagation_options(oci, bundle, tmp_path, kind):
-    (tmp_path / "src").mkdir()
-    for opt, _ in PROP_CASES:
-        if kind == "bind":
-            add_mount(bundle, f"/m-{opt}", "bind", str(tmp_path / "src"), ["rbind", opt])
-        else:
-            add_mount(bundle, f"/m-{opt}", "tmpfs", "tmpfs", [opt])
-    bundle.args("cat", "/proc/self/mountinfo")
-    mi = mountinfo(run_out(oci, bundle))
+    mi = mount_each_option(oci, bundle, tmp_path, kind, PROP_CASES)
     for opt, want in PROP_CASES:
         m = mi[f"/m-{opt}"]
         if want:
