@@ -6,10 +6,12 @@ raises OSError on failure and has no policy.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 
-from ocirun.kernel.syscalls import NR, _libc
+from _struct import pack, unpack_from
+
+from .ffi import addressof, buffer, c_long, error, long_func
+from .syscalls import NR
 
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
@@ -22,88 +24,72 @@ BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_OVERRIDE = 1
 BPF_F_ALLOW_MULTI = 2
 
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = long_func("syscall")
 
 
-def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    ret = _syscall(ctypes.c_long(NR["bpf"]), ctypes.c_long(cmd),
-                   ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+def _bpf(cmd: int, attr) -> int:
+    """bpf(cmd, attr): attr is a packed union bpf_attr (bytes or a buffer)."""
+    size = len(attr) if isinstance(attr, bytes) else len(attr.raw)
+    ret = _syscall(c_long(NR["bpf"]), c_long(cmd), attr, c_long(size))
     if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"bpf({cmd}): {os.strerror(e)}")
+        raise error(f"bpf({cmd})")
     return ret
 
 
-class _ProgLoad(ctypes.Structure):
-    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
-                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
-                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
-                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
-                ("prog_ifindex", ctypes.c_uint32),
-                ("expected_attach_type", ctypes.c_uint32)]
-
-
-class _Attach(ctypes.Structure):
-    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
-                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
-                ("replace_bpf_fd", ctypes.c_uint32)]
-
-
-class _Query(ctypes.Structure):
-    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
-                ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
-                ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32),
-                ("_pad", ctypes.c_uint32)]
-
-
-class _GetFd(ctypes.Structure):
-    _fields_ = [("prog_id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
-                ("open_flags", ctypes.c_uint32)]
+def _prog_load_attr(prog_type: int, insns, lic, name: str, expected_attach_type: int,
+                    log=None) -> bytes:
+    # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf,
+    # kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type
+    return pack("=IIQQIIQII16sII", prog_type, len(insns.raw) // 8, addressof(insns),
+                addressof(lic), 1 if log is not None else 0,
+                len(log.raw) if log is not None else 0,
+                addressof(log) if log is not None else 0, 0, 0,
+                name.encode()[:15], 0, expected_attach_type)
 
 
 def prog_load(prog_type: int, insns: bytes, license: str = "Apache",
               name: str = "", expected_attach_type: int = 0) -> int:
     """Load a program (insns: packed struct bpf_insn array); returns its fd."""
-    buf = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(license.encode())
-    log = ctypes.create_string_buffer(65536)
-    attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(insns) // 8,
-                     insns=ctypes.addressof(buf), license=ctypes.addressof(lic),
-                     prog_name=name.encode()[:15],
-                     expected_attach_type=expected_attach_type)
+    buf = buffer(insns)
+    lic = buffer(license.encode() + b"\0")
     try:
-        return _bpf(BPF_PROG_LOAD, attr)
+        return _bpf(BPF_PROG_LOAD, _prog_load_attr(prog_type, buf, lic, name,
+                                                   expected_attach_type))
     except OSError as e:
         if e.errno != 22:  # EINVAL: reload with the verifier log for a useful message
             raise
-        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
-        try:
-            return _bpf(BPF_PROG_LOAD, attr)
-        except OSError as e2:
-            raise OSError(e2.errno, f"bpf prog load: {e2.strerror}: "
-                          f"{log.value.decode(errors='replace')[-500:]}") from None
+    log = buffer(65536)
+    try:
+        return _bpf(BPF_PROG_LOAD, _prog_load_attr(prog_type, buf, lic, name,
+                                                   expected_attach_type, log))
+    except OSError as e2:
+        text = log.raw.split(b"\0", 1)[0].decode(errors="replace")
+        raise OSError(e2.errno, f"bpf prog load: {e2.strerror}: {text[-500:]}") from None
+
+
+def _attach_attr(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> bytes:
+    # target_fd, attach_bpf_fd, attach_type, attach_flags, replace_bpf_fd
+    return pack("=5I", target_fd, prog_fd, attach_type, flags, 0)
 
 
 def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
-    _bpf(BPF_PROG_ATTACH, _Attach(target_fd=target_fd, attach_bpf_fd=prog_fd,
-                                  attach_type=attach_type, attach_flags=flags))
+    _bpf(BPF_PROG_ATTACH, _attach_attr(target_fd, prog_fd, attach_type, flags))
 
 
 def prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
-    _bpf(BPF_PROG_DETACH, _Attach(target_fd=target_fd, attach_bpf_fd=prog_fd,
-                                  attach_type=attach_type))
+    _bpf(BPF_PROG_DETACH, _attach_attr(target_fd, prog_fd, attach_type))
 
 
 def prog_query(target_fd: int, attach_type: int) -> tuple[int, list[int]]:
     """(attach_flags, ids of programs attached directly to target_fd)."""
-    ids = (ctypes.c_uint32 * 64)()
-    q = _Query(target_fd=target_fd, attach_type=attach_type,
-               prog_ids=ctypes.addressof(ids), prog_cnt=64)
+    ids = buffer(64 * 4)
+    # target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt, pad
+    q = buffer(pack("=IIIIQII", target_fd, attach_type, 0, 0, addressof(ids), 64, 0))
     _bpf(BPF_PROG_QUERY, q)
-    return q.attach_flags, list(ids[:q.prog_cnt])
+    attach_flags, = unpack_from("=I", q.raw, 12)
+    cnt, = unpack_from("=I", q.raw, 24)
+    return attach_flags, list(unpack_from(f"={cnt}I", ids.raw))
 
 
 def prog_get_fd_by_id(prog_id: int) -> int:
-    return _bpf(BPF_PROG_GET_FD_BY_ID, _GetFd(prog_id=prog_id))
+    return _bpf(BPF_PROG_GET_FD_BY_ID, pack("=3I", prog_id, 0, 0))

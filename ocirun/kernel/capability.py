@@ -6,8 +6,9 @@ ocirun.linux.caps). Capability sets are passed as 64-bit masks
 """
 from __future__ import annotations
 
-import ctypes
+from _struct import pack, unpack
 
+from .ffi import buffer
 from .syscalls import (PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL,
                        PR_CAP_AMBIENT_RAISE, PR_CAPBSET_DROP, PR_CAPBSET_READ,
                        PR_SET_KEEPCAPS, prctl, syscall)
@@ -17,36 +18,20 @@ PR_GET_KEEPCAPS = 7
 PR_CAP_AMBIENT_IS_SET = 1
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-_Data2 = _Data * 2
-
-
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """Return (effective, permitted, inheritable) masks of `pid` (0 = self)."""
-    hdr = _Header(_LINUX_CAPABILITY_VERSION_3, pid)
-    data = _Data2()
-    syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
-    lo, hi = data
-    return (lo.effective | hi.effective << 32, lo.permitted | hi.permitted << 32,
-            lo.inheritable | hi.inheritable << 32)
+    data = buffer(24)  # struct __user_cap_data_struct[2]
+    syscall("capget", pack("=Ii", _LINUX_CAPABILITY_VERSION_3, pid), data)
+    e0, p0, i0, e1, p1, i1 = unpack("=6I", data.raw)
+    return (e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32)
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set the calling thread's three capability sets at once."""
-    hdr = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
     m = 0xFFFFFFFF
-    data = _Data2(_Data(effective & m, permitted & m, inheritable & m),
-                  _Data(effective >> 32 & m, permitted >> 32 & m,
-                        inheritable >> 32 & m))
-    syscall("capset", ctypes.byref(hdr), ctypes.byref(data))
+    data = pack("=6I", effective & m, permitted & m, inheritable & m,
+                effective >> 32 & m, permitted >> 32 & m, inheritable >> 32 & m)
+    syscall("capset", pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0), data)
 
 
 def bounding_drop(cap: int) -> None:

@@ -8,11 +8,11 @@ cache.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
+import _struct as struct
 import sys
 
+from .ffi import addressof, buffer
 from .syscalls import syscall
 
 # seccomp(2) operations and filter flags (linux/seccomp.h)
@@ -47,7 +47,8 @@ ATTR_CTL_SSB = 7
 ATTR_CTL_OPTIMIZE = 8
 
 _SONAME = "libseccomp.so.2"
-_lib: ctypes.CDLL | None = None
+_lib = None  # ctypes.CDLL, loaded (with the ctypes package) on first use
+_ArgCmp = None
 _lib_path: str | None = None
 
 
@@ -88,21 +89,24 @@ def library_id() -> str:
     return f"{real}:{st.st_size}:{st.st_mtime_ns}"
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint),
-                ("micro", ctypes.c_uint)]
+def lib():
+    """dlopen libseccomp on first use and declare the calls ocirun makes.
 
-
-class ArgCmp(ctypes.Structure):
-    """struct scmp_arg_cmp"""
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
-                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
-
-
-def lib() -> ctypes.CDLL:
-    """dlopen libseccomp on first use and declare the calls ocirun makes."""
-    global _lib
+    The full ctypes package is loaded here, not at import: a cached BPF
+    program never needs it."""
+    global _lib, _ArgCmp
     if _lib is None:
+        import ctypes
+
+        class _Version(ctypes.Structure):
+            _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint),
+                        ("micro", ctypes.c_uint)]
+
+        class ArgCmp(ctypes.Structure):
+            """struct scmp_arg_cmp"""
+            _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                        ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
         try:
             L = ctypes.CDLL(library_path() or _SONAME, use_errno=True)
         except OSError as e:
@@ -125,7 +129,7 @@ def lib() -> ctypes.CDLL:
         L.seccomp_export_bpf.argtypes = [vp, ctypes.c_int]
         L.seccomp_version.restype = ctypes.POINTER(_Version)
         L.seccomp_api_get.restype = ctypes.c_uint
-        _lib = L
+        _lib, _ArgCmp = L, ArgCmp
     return _lib
 
 
@@ -177,7 +181,7 @@ class Ctx:
     def add_rule(self, action: int, nr: int,
                  conds: list[tuple[int, int, int, int]] = ()) -> None:
         """Add one rule; conds are (arg index, op, datum_a, datum_b), ANDed."""
-        arr = (ArgCmp * max(len(conds), 1))(*[ArgCmp(*c) for c in conds])
+        arr = (_ArgCmp * max(len(conds), 1))(*[_ArgCmp(*c) for c in conds])
         _rc(self._L.seccomp_rule_add_array(self._ctx, action, nr, len(conds), arr),
             "seccomp_rule_add")
 
@@ -198,10 +202,6 @@ class Ctx:
 
 
 # --- seccomp(2) -----------------------------------------------------------
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def load_filter(bpf: bytes, flags: int = 0) -> int:
     """seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) with a raw BPF program.
 
@@ -211,9 +211,9 @@ def load_filter(bpf: bytes, flags: int = 0) -> int:
     n = len(bpf) // 8
     if n == 0 or n > 0xFFFF or len(bpf) % 8:
         raise ValueError(f"bad BPF program length {len(bpf)}")
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(n, ctypes.addressof(buf))
-    return syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    buf = buffer(bpf)
+    prog = struct.pack("=H6xQ", n, addressof(buf))  # struct sock_fprog
+    return syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, prog)
 
 
 def flag_supported(flag: int) -> bool:
@@ -233,9 +233,9 @@ def flag_supported(flag: int) -> bool:
 
 def action_available(action: int) -> bool:
     """SECCOMP_GET_ACTION_AVAIL for a filter return value."""
-    v = ctypes.c_uint32(action & 0xFFFF0000 if action != RET_KILL_PROCESS else action)
+    v = struct.pack("=I", action & 0xFFFF0000 if action != RET_KILL_PROCESS else action)
     try:
-        syscall("seccomp", SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(v))
+        syscall("seccomp", SECCOMP_GET_ACTION_AVAIL, 0, v)
     except OSError:
         return False
     return True

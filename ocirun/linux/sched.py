@@ -189,7 +189,7 @@ def apply(process_cfg: dict | None, linux_cfg: dict | None) -> None:
     if (p.personality is None and p.mempolicy is None and p.ioprio is None
             and p.sched is None and p.affinity is None):
         return
-    import struct
+    import _struct as struct  # loaded before the fork (kernel.syscalls)
     from ..kernel.syscalls import syscall
 
     if p.personality is not None:

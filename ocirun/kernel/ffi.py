@@ -1,0 +1,108 @@
+"""The smallest C-call layer: `_ctypes` (the C half of ctypes) on its own.
+
+The `ctypes` package costs ~2.5 ms and ~0.4 MiB to import (it builds dozens
+of types and loads `types`, `struct`, `ctypes._endian`); a container start
+needs only "call a libc function with integers and byte buffers". This
+module gives exactly that on the C extension, for ~0.7 ms. Structures are
+packed as bytes (`_struct`), so nothing here needs ctypes.Structure.
+
+Used only inside ocirun.kernel; libseccomp (compile on a cache miss) still
+uses the full ctypes package.
+"""
+from __future__ import annotations
+
+import _ctypes
+import os
+
+from _ctypes import addressof, get_errno  # noqa: F401  (re-exported)
+
+_RTLD_NOW = 2
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class Library:
+    """A dlopen()ed library; what CFuncPtr((name, lib)) expects (a _handle)."""
+    __slots__ = ("_handle",)
+
+    def __init__(self, path: str | None = None) -> None:
+        self._handle = _ctypes.dlopen(path, _RTLD_NOW)
+
+
+class _IntFunc(_ctypes.CFuncPtr):
+    """int f(...) that sets errno (libc calls)."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _LongFunc(_ctypes.CFuncPtr):
+    """long f(...) that sets errno (syscall(2))."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _PyLongFunc(_ctypes.CFuncPtr):
+    """long f(...) called with the GIL held (a raw clone() must come back
+    in the child with the interpreter state it left with)."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO | \
+        _ctypes.FUNCFLAG_PYTHONAPI
+    _restype_ = c_long
+
+
+class _PyVoidFunc(_ctypes.CFuncPtr):
+    """void f(void) of the interpreter's own C API, GIL held."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
+    _restype_ = None
+
+
+libc = Library(None)
+
+
+def int_func(name: str, lib: Library = libc):
+    """A C function returning int; pass ints (as C int), bytes or None."""
+    return _IntFunc((name, lib))
+
+
+def long_func(name: str, lib: Library = libc, gil: bool = False):
+    """A C function returning long; wrap long arguments in c_long."""
+    return (_PyLongFunc if gil else _LongFunc)((name, lib))
+
+
+def python_api_func(name: str):
+    """One of the interpreter's void(void) C functions (PyOS_*Fork*)."""
+    return _PyVoidFunc((name, libc))
+
+
+_buffer_types: dict[int, type] = {}
+
+
+def buffer(init: bytes | int):
+    """A writable C char array (its .raw is the bytes), zeroed or copied from
+    `init`; pass it where C wants a pointer, or take addressof() it."""
+    n = init if isinstance(init, int) else len(init)
+    t = _buffer_types.get(n)
+    if t is None:
+        t = _buffer_types[n] = type(f"char_{n}", (_ctypes.Array,),
+                                    {"_type_": c_char, "_length_": n})
+    b = t()
+    if not isinstance(init, int):
+        b.raw = init
+    return b
+
+
+def error(what: str, path: str | None = None) -> OSError:
+    """OSError for the errno the last call left."""
+    e = get_errno()
+    if path is not None:
+        return OSError(e, os.strerror(e), path)
+    return OSError(e, f"{what}: {os.strerror(e)}" if what else os.strerror(e))
