@@ -19,6 +19,7 @@ __all__ = ["Container", "CreateOptions", "create", "start", "run", "kill", "dele
            "ContainerNotFound", "StateError", "pause", "resume", "update", "ps", "events",
            "stats"]
 __version__ = "0.1.0"
+OCI_VERSION = "1.3.0"  # the runtime-spec version ocirun implements (state, features, spec)
 
 
 def __getattr__(name: str):

@@ -140,8 +140,8 @@ def _need_id(a: Args, cmd: str, extra_ok: int = 0) -> str:
 
 
 def _print_json(obj) -> None:
-    import json
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from ocirun.jsonutil import dumps_pretty
+    sys.stdout.write(dumps_pretty(obj) + "\n")
 
 
 def _help(cmd: str | None = None) -> int:

@@ -12,7 +12,7 @@ import os
 
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
-from ocirun.specgen import OCI_VERSION
+from ocirun import OCI_VERSION
 from ocirun.statedir import StateDir, default_root, list_ids, proc_start_time, write_pid_file
 
 
@@ -110,16 +110,21 @@ class Container:
                opts: CreateOptions | None = None, _foreground: bool = False) -> "Container":
         opts = opts or CreateOptions()
         c = cls(cid, root)
-        prewarm = _start_prewarm() if opts.cgroup_manager != "disabled" and \
-            os.geteuid() == 0 else 0
+        layout = None
+        prewarm = 0
+        if opts.cgroup_manager != "disabled" and os.geteuid() == 0:
+            from ocirun import cgroups
+            layout = cgroups.detect()
+            if _fence_ahead(layout, opts):
+                prewarm = _start_prewarm()
         try:
-            return cls._create(c, bundle, opts, _foreground)
+            return cls._create(c, bundle, opts, _foreground, layout)
         finally:
             _reap_prewarm(prewarm)
 
     @classmethod
     def _create(cls, c: "Container", bundle: str, opts: CreateOptions,
-                _foreground: bool) -> "Container":
+                _foreground: bool, layout=None) -> "Container":
         from ocirun import plan as planmod, spec
         from ocirun.linux import namespaces
         cid = c.id
@@ -138,7 +143,7 @@ class Container:
                                          detach=not _foreground)
             if opts.console_socket:
                 terminal.check_console_socket(opts.console_socket)
-        mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user)
+        mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
         c.sd.make()
         data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
                 "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
@@ -168,6 +173,12 @@ class Container:
 
     def _spawn_and_serve(self, plan, data: dict, mgr, opts: CreateOptions) -> int:
         from ocirun.sync import Sync
+        join = None
+        if mgr is not None:
+            # before the clone: the init can then enter it by itself (SelfJoin)
+            mgr.create()
+            join = mgr.self_join()
+        plan.cgroup_join = join
         parent, child = Sync.pair()
         dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -175,11 +186,12 @@ class Container:
         finally:
             child.close()
             os.close(dirfd)
+            if join is not None:
+                join.close()  # the init has its own copies
         self._sync = parent
         data["pid"] = pid
         try:
-            if mgr is not None:
-                mgr.create()
+            if mgr is not None:  # while the init sets up its mounts
                 mgr.apply(_resources_with_default_devices(plan.linux.get("resources")))
             pid = self._serve(plan, data, mgr, pid)
             data["pid"] = pid
@@ -200,8 +212,13 @@ class Container:
 
     def _serve(self, plan, data: dict, mgr, pid: int) -> int:
         """Answer the init's requests until it says "created"."""
-        from ocirun.hooks import run_hooks
-        from ocirun.jsonutil import dumps
+        from ocirun.sync import PeerGone
+        try:
+            return self._serve_requests(plan, data, mgr, pid)
+        except PeerGone:  # it died between two messages
+            raise OciError(_death_reason(data["pid"])) from None
+
+    def _serve_requests(self, plan, data: dict, mgr, pid: int) -> int:
         sync = self._sync
         while True:
             verb, payload, fds = sync.recv()
@@ -216,13 +233,17 @@ class Container:
                 data["pid"] = pid
                 continue  # no reply: the middle child is gone
             elif verb == "join":
-                if mgr is not None:
+                if plan.cgroup_join is not None:
+                    mgr.add_pid(pid, skip=plan.cgroup_join.done)  # the init does the rest
+                elif mgr is not None:
                     mgr.add_pid(pid)
             elif verb == "hooks":
+                from ocirun.hooks import run_hooks
                 st = oci_state(data, "creating")
                 run_hooks(plan.hooks.get("prestart"), "prestart", st)
                 run_hooks(plan.hooks.get("createRuntime"), "createRuntime", st)
             elif verb == "state":
+                from ocirun.jsonutil import dumps
                 sync.send("ok", dumps(oci_state(data, "creating")))
                 continue
             elif verb == "console":  # foreground run with a terminal: we proxy it
@@ -283,20 +304,25 @@ class Container:
     def run_foreground(self) -> int:
         """For `run`: release the init, forward signals (or proxy the
         terminal), wait for the exit status, clean up."""
-        from ocirun.linux import terminal
+        from ocirun.linux.foreground import forward_signals
+        from ocirun.sync import PeerGone
         data = self._data()
         pid = self.pid
         sync = self._sync
         try:
-            with terminal.forward_signals(pid) as fw:
-                sync.send("go")
-                verb, payload, _ = sync.recv()
+            with forward_signals(pid) as fw:
+                try:
+                    sync.send("go")
+                    verb, payload, _ = sync.recv()
+                except PeerGone:  # it died: wait() reports how
+                    verb, payload = "", b""
                 sync.close()
                 self._sync = None
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
                 _warn_hooks(data, "poststart", "running")
                 if self._console >= 0:
+                    from ocirun.linux import terminal
                     return terminal.proxy(self._console, pid)
                 return fw.wait()
         finally:
@@ -413,13 +439,14 @@ def _socket_activation(cfg: dict) -> None:
     proc["env"] = env + [f"LISTEN_FDS={int(n)}", "LISTEN_PID=1"]
 
 
-def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool):
+def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool,
+                        layout=None):
     if opts.cgroup_manager == "disabled":
         return None
     from ocirun import cgroups
     systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
     mgr = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
-                              rootless=rootless or os.geteuid() != 0)
+                              rootless=rootless or os.geteuid() != 0, layout=layout)
     mgr.on_warning = log.warn
     return mgr
 
@@ -484,7 +511,7 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
                     nsmod.write_time_offsets(plan.time_offsets)
         import gc
         gc.freeze()  # keep the child's copy-on-write pages few
-        pid = k.clone(ns.clone_flags)
+        pid = _clone(ns.clone_flags, plan.cgroup_join)
     except BaseException:
         _restore_ns(restore)
         raise
@@ -495,6 +522,24 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
         child_main(plan, child_sync, state_dirfd)
     _restore_ns(restore)
     return pid
+
+
+def _clone(flags: int, join) -> int:
+    """clone(), straight into the cgroup2 part of the container's cgroup when
+    the manager offers it (see cgroups.manager.SelfJoin)."""
+    from ocirun.kernel import syscalls as k
+    if join is not None and join.into_fd >= 0:
+        try:
+            return k.clone_into_cgroup(flags, join.into_fd)
+        except OSError:
+            join.clone_failed()  # old kernel: the parent writes the pid instead
+    return k.clone(flags)
+
+
+def _fence_ahead(layout, opts: CreateOptions) -> bool:
+    """Will a cgroup.procs write by pid (and its RCU fence) be needed? Only
+    for cgroup v2 and systemd; v1 and hybrid hosts join without one."""
+    return layout.mode == "v2" or opts.systemd_cgroup or opts.cgroup_manager == "systemd"
 
 
 def _restore_ns(restore: list[tuple[int, int]]) -> None:

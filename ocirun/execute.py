@@ -123,20 +123,27 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
         linux = cfg.get("linux") or {}
 
     _prepare_security(_P, dict(cfg, process=proc_cfg), c.root)
-    from ocirun.linux import terminal
     if pplan.terminal or opts.console_socket:
+        from ocirun.linux import terminal
         terminal.check_terminal_args(pplan.terminal, opts.console_socket, opts.detach)
         if opts.console_socket:
             terminal.check_console_socket(opts.console_socket)
     init_pid = data["pid"]
     ns_types = [ns["type"] for ns in (cfg.get("linux") or {}).get("namespaces") or []]
     mgr = cgroup_manager(data)
-    from ocirun.container import _reap_prewarm, _start_prewarm
-    prewarm = _start_prewarm() if mgr is not None and os.geteuid() == 0 else 0
+    join = mgr.self_join() if mgr is not None and not opts.cgroup else None
+    prewarm = 0
+    if mgr is not None and os.geteuid() == 0 and (join is None or not join.complete):
+        from ocirun.container import _start_prewarm
+        prewarm = _start_prewarm()
     try:
-        return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st))
+        return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st), join)
     finally:
-        _reap_prewarm(prewarm)
+        if join is not None:
+            join.close()
+        if prewarm:
+            from ocirun.container import _reap_prewarm
+            _reap_prewarm(prewarm)
 
 
 def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
@@ -152,13 +159,16 @@ def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
 
 
 def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: ExecOptions,
-         state: dict) -> int:
+         state: dict, join=None) -> int:
     from ocirun import init  # noqa: F401  (before the fork: the child needs it after setns)
     from ocirun.kernel import syscalls as k
-    from ocirun.linux import terminal
-    from ocirun.sync import Sync
+    from ocirun.linux.foreground import forward_signals
+    from ocirun.sync import PeerGone, Sync
     nsfds = _open_ns(init_pid, ns_types)
-    console_fd = terminal.connect_console(opts.console_socket) if opts.console_socket else -1
+    console_fd = -1
+    if opts.console_socket:
+        from ocirun.linux import terminal
+        console_fd = terminal.connect_console(opts.console_socket)
     parent, child = Sync.pair()
     restore = []
     pid = 0
@@ -171,14 +181,15 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         import gc
         gc.freeze()
         try:
-            pid = k.clone(0)
+            from ocirun.container import _clone
+            pid = _clone(0, join)
         except OSError as e:
             if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
                 raise StateError("cannot exec: the container is no longer running") from None
             raise
         if pid == 0:
             parent.close()
-            _child(pplan, child, nsfds, console_fd, opts.preserve_fds)
+            _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join)
     finally:
         if pid != 0:
             for fd, flag in restore:
@@ -194,12 +205,15 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         while True:
             verb, payload, fds = parent.recv()
             if verb == "ready":
-                if mgr is not None:
+                if join is not None:
+                    mgr.add_pid(pid, skip=join.done)  # the child does the rest
+                elif mgr is not None:
                     _join_cgroup(mgr, pid, opts.cgroup)
                 parent.send("ok")
                 break
             if verb == "console":
                 master = fds[0]
+                from ocirun.linux import terminal
                 terminal.copy_size(0, master)
             elif verb == "seccomp":
                 from ocirun.linux import seccomp
@@ -217,7 +231,7 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         verb, payload, _ = parent.recv()  # EOF once execve closed its end
         if verb == "error":
             raise OciError(payload.decode(errors="replace"))
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, PeerGone):
         parent.close()
         if master >= 0:
             os.close(master)
@@ -238,8 +252,9 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         if master >= 0:
             os.close(master)
         return 0
-    with terminal.forward_signals(pid) as fw:
+    with forward_signals(pid) as fw:
         if master >= 0:
+            from ocirun.linux import terminal
             try:
                 return terminal.proxy(master, pid)
             finally:
@@ -275,7 +290,8 @@ def _reap(pid: int) -> None:
             pass
 
 
-def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int) -> None:
+def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int,
+           join=None) -> None:
     """In the cloned child; never returns."""
     from ocirun import init
     from ocirun.kernel import syscalls as k
@@ -321,6 +337,8 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         init.drop_privileges(pplan, sync)
         sync.send("ready")
         sync.expect("ok")
+        if join is not None:
+            join.enter()
         # The death signal survives execve: without this, `exec -d`'s process
         # would be SIGKILLed as soon as ocirun returns.
         k.prctl(k.PR_SET_PDEATHSIG, 0)

@@ -50,7 +50,9 @@ class Init:
     def join_cgroup(self) -> None:
         if not self.joined:
             self.joined = True
-            self.ask("join")
+            self.ask("join")  # the parent has applied the resources
+            if self.plan.cgroup_join is not None:
+                self.plan.cgroup_join.enter()
 
     def get_state(self) -> dict:
         if self.state is None:

@@ -28,6 +28,8 @@ class _Ctx:
 _scan = _json.make_scanner(_Ctx())
 _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
                              False, False, True)
+_encode_sorted = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
+                                   True, False, True)
 _WS = " \t\n\r"
 
 
@@ -58,3 +60,53 @@ def loads(data: bytes | str):
 def dumps(obj) -> str:
     """Compact JSON (no spaces), ASCII-only."""
     return "".join(_encode(obj, 0))
+
+
+def dumps_canonical(obj) -> str:
+    """Compact, ASCII, keys sorted: json.dumps(obj, sort_keys=True,
+    separators=(",", ":")), e.g. for cache keys."""
+    return "".join(_encode_sorted(obj, 0))
+
+
+def dumps_pretty(obj, indent: int = 2) -> str:
+    """What json.dumps(obj, indent=indent) prints (for `state`, `list`,
+    `ps`), without loading the json package (and with it re and enum)."""
+    out: list[str] = []
+    _pretty(obj, " " * indent, 0, out)
+    return "".join(out)
+
+
+def _pretty(o, ind: str, level: int, out: list) -> None:
+    if isinstance(o, dict) and o:
+        pad = "\n" + ind * (level + 1)
+        sep = "{"
+        for k, v in o.items():
+            out.append(sep + pad)
+            out.append("".join(_encode(k if isinstance(k, str) else _key(k), 0)))
+            out.append(": ")
+            _pretty(v, ind, level + 1, out)
+            sep = ","
+        out.append("\n" + ind * level + "}")
+    elif isinstance(o, (list, tuple)) and o:
+        pad = "\n" + ind * (level + 1)
+        sep = "["
+        for v in o:
+            out.append(sep + pad)
+            _pretty(v, ind, level + 1, out)
+            sep = ","
+        out.append("\n" + ind * level + "]")
+    else:
+        out.append("".join(_encode(o, 0)))
+
+
+def _key(k) -> str:
+    """json's conversion of a non-string key."""
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    if isinstance(k, float):
+        return "".join(_encode(k, 0))
+    return str(k)

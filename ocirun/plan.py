@@ -30,7 +30,7 @@ class InitPlan:
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
                  "wait_fifo", "has_mount_ns", "mount_label", "console_fd",
-                 "linux")
+                 "cgroup_join", "linux")
 
 
 def build_process(proc: dict, base: str = "process") -> ProcessPlan:
@@ -124,6 +124,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
             if not step.bind and step.fstype in _LABELLED_FS:
                 step.data = lsm.mount_data(step.data, plan.mount_label)
     plan.console_fd = -1
+    plan.cgroup_join = None  # set by the runtime: cgroups.manager.SelfJoin
     return plan
 
 

@@ -1,7 +1,7 @@
 """The default config.json written by `ocirun spec` (the same shape as runc's)."""
 from __future__ import annotations
 
-OCI_VERSION = "1.3.0"
+from ocirun import OCI_VERSION
 
 _DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 

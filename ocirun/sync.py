@@ -30,11 +30,14 @@ class Sync:
         if isinstance(payload, str):
             payload = payload.encode()
         msg = verb.encode() + (b" " + payload if payload else b"")
-        if fds:
-            anc = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
-            self.sock.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, anc)])
-        else:
-            self.sock.send(msg)
+        try:
+            if fds:
+                anc = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+                self.sock.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, anc)])
+            else:
+                self.sock.send(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            raise PeerGone("the other side of the sync socket is gone") from None
 
     def recv(self) -> tuple[str, bytes, list[int]]:
         """(verb, payload, fds); verb is "" at EOF (the peer exec'd or died)."""

@@ -23,6 +23,52 @@ class CgroupError(OciError):
     """A cgroup operation failed (not a config problem)."""
 
 
+class SelfJoin:
+    """How a new process enters its cgroup without anybody writing its pid
+    to cgroup.procs, which takes the kernel's global threadgroup lock and so
+    waits for an RCU grace period (6-20 ms after a quiet spell):
+
+    * task_fds: v1 `tasks` files, opened by the runtime (the kernel checks
+      the opener's credentials). A single-threaded process writing "0" moves
+      itself without that lock (cgroup_procs_write_start skips it for self).
+    * into_fd: the cgroup2 directory of a hybrid layout, for clone3's
+      CLONE_INTO_CGROUP (no memory controller lives there, so being in it
+      from birth changes no accounting).
+    * done: the keys (as in FsV1Manager.paths) these cover; add_pid(skip=)
+      does the rest. Cleared of "" when clone3 is not available.
+    """
+
+    __slots__ = ("task_fds", "into_fd", "done", "complete")
+
+    def __init__(self) -> None:
+        self.task_fds: list[int] = []
+        self.into_fd = -1
+        self.done: set[str] = set()
+        self.complete = False  # covers every key: no pid write, no fence at all
+
+    def enter(self) -> None:
+        """Called by the new process itself (single-threaded), then closes."""
+        fds, self.task_fds = self.task_fds, []
+        try:
+            for fd in fds:
+                os.write(fd, b"0")
+        except OSError as e:
+            raise CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}") \
+                from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def clone_failed(self) -> None:
+        """clone3 with CLONE_INTO_CGROUP is not available: add_pid does ''."""
+        self.done.discard("")
+
+    def close(self) -> None:
+        for fd in self.task_fds + ([self.into_fd] if self.into_fd >= 0 else []):
+            os.close(fd)
+        self.task_fds, self.into_fd = [], -1
+
+
 class Manager:
     """Common interface; see ocirun.cgroups for the API the runtime calls."""
 
@@ -48,6 +94,10 @@ class Manager:
 
     def procs_path(self) -> str:
         raise NotImplementedError
+
+    def self_join(self) -> SelfJoin | None:
+        """See SelfJoin; None when this manager has no such way in."""
+        return None
 
     # -- shared --------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -413,10 +463,30 @@ class FsV1Manager(Manager):
         if resources.get("unified"):
             _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
 
-    def add_pid(self, pid: int) -> None:
+    def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
         for key, d in self.paths.items():
-            if key not in self.skipped:
+            if key not in self.skipped and key not in skip:
                 _join(d, pid)
+
+    def self_join(self) -> SelfJoin | None:
+        if self.rootless or self.skipped or os.geteuid() != 0:
+            return None
+        j = SelfJoin()
+        try:
+            for key, d in self.paths.items():
+                if key:
+                    j.task_fds.append(os.open(os.path.join(d, "tasks"),
+                                              os.O_WRONLY | os.O_CLOEXEC))
+                elif "memory" not in self.ctl:
+                    continue  # memory in cgroup2: join late, the parent writes the pid
+                else:
+                    j.into_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                j.done.add(key)
+        except OSError:
+            j.close()
+            return None
+        j.complete = j.done == set(self.paths)
+        return j
 
     def can_freeze(self) -> bool:
         return "freezer" in self.ctl

@@ -220,13 +220,13 @@ def cache_key(cfg: dict) -> str:
     left out of the key. The kernel release is in the key because
     libseccomp probes the kernel's API level while it builds.
     """
-    import json
+    from ..jsonutil import dumps_canonical
     from ..kernel import seccomp as k
     rel = {f: cfg.get(f) for f in ("defaultAction", "defaultErrnoRet",
                                    "architectures", "syscalls")}
     u = os.uname()
     material = "\0".join((
-        json.dumps(rel, sort_keys=True, separators=(",", ":")),
+        dumps_canonical(rel),
         k.library_id(), u.machine, u.release, _CACHE_MAGIC.decode().strip()))
     return _digest(material.encode()).hex()
 

@@ -1,0 +1,76 @@
+"""The run path stays lean (issue 7): a real `run` through the launcher,
+with -X importtime, must not load the modules ocirun avoids on purpose
+(ctypes is replaced by ocirun.kernel.ffi on _ctypes; re, json, argparse,
+enum, signal, socket, shutil, types and importlib have cheaper stand-ins)."""
+from __future__ import annotations
+
+import subprocess
+
+from ocitest import OCIRUN
+
+AVOIDED = {"ctypes", "re", "json", "argparse", "enum", "signal", "socket", "shutil",
+           "types", "importlib", "struct", "subprocess", "threading", "typing"}
+
+
+def _imported(args: list[str]) -> set[str]:
+    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-IS", OCIRUN, *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mods = set()
+    for line in r.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                mods.add(name)
+    return mods
+
+
+def test_run_path_imports(oci, bundle):
+    bundle.args("/bin/true")
+    mods = _imported(["--root", oci.root, "run", "-b", bundle.path, "lean"])
+    assert "ocirun.container" in mods and "ocirun.kernel.ffi" in mods  # it did measure
+    assert not mods & AVOIDED, sorted(mods & AVOIDED)
+    # loaded only when the config asks for them
+    assert not {m for m in mods if m.startswith(("ocirun.hooks", "ocirun.linux.terminal",
+                                                 "ocirun.linux.seccomp", "ocirun.specgen"))}
+
+
+def test_state_and_delete_paths_are_smaller_still(oci, bundle):
+    bundle.args("sleep", "100")
+    oci.ok("create", "-b", bundle.path, "lean2")
+    for args in (["state", "lean2"], ["delete", "--force", "lean2"]):
+        mods = _imported(["--root", oci.root, *args])
+        assert not mods & AVOIDED, (args, sorted(mods & AVOIDED))
+        assert "ocirun.plan" not in mods and "ocirun.init" not in mods, args
+
+
+def test_seccomp_cache_hit_needs_neither_ctypes_nor_json(oci, bundle):
+    bundle.args("/bin/true")
+    bundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                               "syscalls": [{"names": ["swapon"], "action": "SCMP_ACT_ERRNO"}]}
+    bundle.save()
+    first = _imported(["--root", oci.root, "run", "-b", bundle.path, "sc1"])
+    assert "ctypes" in first  # a miss compiles with libseccomp (full ctypes)
+    again = _imported(["--root", oci.root, "run", "-b", bundle.path, "sc2"])
+    assert "ocirun.linux.seccomp" in again
+    assert not again & AVOIDED, sorted(again & AVOIDED)
+
+
+# --- the json stand-ins print exactly what json would -------------------------
+SAMPLES = [{"a": 1, "b": [1, 2, {"c": None, "d": []}], "e": {}, "f": "é\"x\n", "g": 1.5,
+            "h": True, "i": -3}, [], {}, "x", [[[]]], {1: 2, True: 3, None: 4, 2.5: "x"},
+           {"ociVersion": "1.3.0", "annotations": {"k": "v"}, "pid": 0}]
+
+
+def test_dumps_pretty_matches_json():
+    import json
+    from ocirun.jsonutil import dumps_pretty
+    for o in SAMPLES:
+        assert dumps_pretty(o) == json.dumps(o, indent=2)
+
+
+def test_dumps_canonical_matches_json():
+    import json
+    from ocirun.jsonutil import dumps_canonical
+    for o in SAMPLES[:5] + SAMPLES[6:]:
+        assert dumps_canonical(o) == json.dumps(o, sort_keys=True, separators=(",", ":"))
