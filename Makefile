@@ -37,7 +37,7 @@ install:
 	find $(LIBDIR).new -name __pycache__ -prune -exec rm -rf {} +
 	$(PY) -m compileall -q $(LIBDIR).new/ocirun
 	rm -rf $(LIBDIR) && mv $(LIBDIR).new $(LIBDIR)
-	printf '#!%s -IS\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.cli import main\nsys.exit(main())\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
+	printf '#!%s -IS\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.cli import run_and_exit\nrun_and_exit()\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
 	chmod 755 $(BINDIR)/ocirun.new && mv $(BINDIR)/ocirun.new $(BINDIR)/ocirun
 	@echo "installed $(BINDIR)/ocirun (library in $(LIBDIR))"
 

@@ -1,5 +1,3 @@
-import sys
+from ocirun.cli import run_and_exit
 
-from ocirun.cli import main
-
-sys.exit(main())
+run_and_exit()

@@ -173,11 +173,13 @@ class Container:
 
     def _spawn_and_serve(self, plan, data: dict, mgr, opts: CreateOptions) -> int:
         from ocirun.sync import Sync
-        join = None
+        join = resources = None
         if mgr is not None:
             # before the clone: the init can then enter it by itself (SelfJoin)
             mgr.create()
             join = mgr.self_join()
+            # built before the fork too: the parent's writes after it copy pages
+            resources = _resources_with_default_devices(plan.linux.get("resources"))
         plan.cgroup_join = join
         parent, child = Sync.pair()
         dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -192,7 +194,7 @@ class Container:
         data["pid"] = pid
         try:
             if mgr is not None:  # while the init sets up its mounts
-                mgr.apply(_resources_with_default_devices(plan.linux.get("resources")))
+                mgr.apply(resources)
             pid = self._serve(plan, data, mgr, pid)
             data["pid"] = pid
             data["start_time"] = proc_start_time(pid)

@@ -4,7 +4,7 @@ The runtime clones one child (in the container's pid and time namespaces
 for its children, entered and left around the clone); the child makes
 itself non-dumpable, joins the other namespaces of the container's init
 (user first, mount last: setns(mnt) also moves it to the container's root),
-sets up the process exactly as the init does (shared code in init.py), asks
+sets up the process exactly as the init does (shared code in launch.py), asks
 the runtime to put it in the container's cgroup as late as possible, and
 execs. The runtime waits for the exec (the sync socket closes on execve),
 writes the pid file, and either returns (--detach) or forwards signals /
@@ -160,7 +160,7 @@ def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
 
 def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: ExecOptions,
          state: dict, join=None) -> int:
-    from ocirun import init  # noqa: F401  (before the fork: the child needs it after setns)
+    from ocirun import launch  # noqa: F401  (before the fork: the child needs it after setns)
     from ocirun.kernel import syscalls as k
     from ocirun.linux.foreground import forward_signals
     from ocirun.sync import PeerGone, Sync
@@ -293,7 +293,7 @@ def _reap(pid: int) -> None:
 def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int,
            join=None) -> None:
     """In the cloned child; never returns."""
-    from ocirun import init
+    from ocirun import launch
     from ocirun.kernel import syscalls as k
     from ocirun.sync import PeerGone
     try:
@@ -328,13 +328,13 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         if pplan.cfg.get("execCPUAffinity"):
             from ocirun.linux import sched
             sched.set_exec_affinity(pplan.cfg, "initial")
-        exe, env = init.prepare_process(pplan)
+        exe, env = launch.prepare_process(pplan)
         if pty is not None:
             from ocirun.linux import terminal
             terminal.make_controlling(pty.slave, uid=pplan.uid)
         else:
             os.setsid()
-        init.drop_privileges(pplan, sync)
+        launch.drop_privileges(pplan, sync)
         sync.send("ready")
         sync.expect("ok")
         if join is not None:
@@ -345,7 +345,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         if pplan.cfg.get("execCPUAffinity"):
             from ocirun.linux import sched
             sched.set_exec_affinity(pplan.cfg, "final")
-        init.exec_process(pplan, exe, env, preserve_fds)
+        launch.exec_process(pplan, exe, env, preserve_fds)
     except PeerGone:
         pass  # the runtime failed and reports it (or it was killed)
     except OciError as e:

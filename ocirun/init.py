@@ -26,7 +26,8 @@ import os
 # pivot_root the runtime's own files are out of reach.
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
-from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod, process
+from ocirun.launch import drop_privileges, exec_process, prepare_process
+from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod
 from ocirun.sync import PeerGone, Sync
 
 
@@ -282,94 +283,6 @@ class Init:
         self.sync.close()
         for sig in _TERMINATING:
             _signal.signal(sig, _signal.SIG_DFL)
-
-
-# --- the process itself (shared with `exec`) -----------------------------------
-def prepare_process(proc) -> tuple[str, list[str]]:
-    """rlimits, oomScoreAdj, cwd and the executable, while still privileged."""
-    process.set_rlimits(proc.rlimits)
-    process.set_oom_score_adj(proc.oom_score_adj)
-    try:
-        os.chdir(proc.cwd)
-        os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)
-    except OSError as e:
-        raise OciError(f"cannot chdir to {proc.cwd}: {e.strerror}") from None
-    if not proc.args:
-        raise OciError("process.args must not be empty")
-    env = process.build_env(proc.env, proc.uid)
-    return process.find_executable(proc.args[0], env), env
-
-
-def drop_privileges(proc, sync: Sync) -> None:
-    """Scheduler and LSM label, then user + capabilities, no_new_privs and
-    seccomp. Without no_new_privs the filter needs CAP_SYS_ADMIN, so it is
-    loaded before the capabilities are dropped (as runc does)."""
-    if proc.sched:
-        from ocirun.linux import sched
-        sched.apply(proc.cfg, proc.sched)
-    if proc.apparmor or proc.selinux:
-        from ocirun.linux import lsm
-        lsm.apply_exec_label(proc.cfg)
-    if proc.seccomp is not None and not proc.no_new_privs:
-        _load_seccomp(proc, sync)
-    caps = proc.caps
-    if caps is not None:
-        from ocirun.linux import caps as capmod  # loaded by the parent
-        capmod.drop_bounding(caps)
-        capmod.keep_caps()
-    process.switch_user(proc.uid, proc.gid, proc.additional_gids, False)
-    if caps is not None:
-        capmod.apply(caps)
-    if proc.no_new_privs:
-        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-        if proc.seccomp is not None:
-            _load_seccomp(proc, sync)
-
-
-def _load_seccomp(proc, sync: Sync) -> None:
-    from ocirun.linux import seccomp
-    fd = seccomp.load(proc.seccomp)
-    if fd is not None:  # SCMP_ACT_NOTIFY: the runtime hands it to the listener
-        sync.send("seccomp", b"", [fd])
-        os.close(fd)
-        sync.expect("ok")
-
-
-def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
-    """Close every fd but stdio, the preserved ones and LISTEN_FDS; execve."""
-    first = 3 + preserve_fds
-    for e in env:
-        if e.startswith("LISTEN_FDS="):
-            try:
-                first += int(e[11:])
-            except ValueError:
-                pass
-    k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
-    for fd in range(3, first):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
-    _default_signals()
-    os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
-
-
-def _default_signals() -> None:
-    """The process starts with every signal at its default and none blocked
-    (as crun does): SIG_IGN survives execve, and Python ignores SIGPIPE and
-    SIGXFSZ, the caller may have ignored more."""
-    import _signal  # built in: importable after pivot_root
-    for sig in range(1, _signal.NSIG):
-        if sig in (9, 19):  # KILL, STOP: always default
-            continue
-        if sig in (32, 33):  # libc's own: only the raw syscall may touch them
-            k.signal_default(sig)
-            continue
-        try:
-            _signal.signal(sig, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2

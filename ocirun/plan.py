@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 from ocirun.errors import ConfigError, NotSupported
-from ocirun.linux import devices, mounts, namespaces
 
 # sysctls that are namespaced, and by which namespace (as runc checks them)
 _SYSCTL_IPC = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
@@ -63,6 +62,7 @@ def build_process(proc: dict, base: str = "process") -> ProcessPlan:
 def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: bool = False,
           preserve_fds: int = 0, wait_fifo: bool = True) -> InitPlan:
     """Turn config.json into an InitPlan; raises ConfigError on anything unusable."""
+    from ocirun.linux import devices, mounts, namespaces  # not needed by `exec`
     plan = InitPlan()
     root = cfg.get("root")
     if root is None:

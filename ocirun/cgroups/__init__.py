@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import os
 
-from ocirun.cgroups.layout import Layout, detect
 from ocirun.errors import ConfigError
 
 __all__ = ["Layout", "detect", "new_manager", "manager_from_state",
            "default_device_rules"]
 
 JPATH = "linux.cgroupsPath"
+
+
+def __getattr__(name: str):
+    # layout detection is loaded on first use: commands that act on an
+    # existing container rebuild their manager from the state instead
+    if name == "Layout":
+        from ocirun.cgroups import layout
+        return getattr(layout, name)
+    raise AttributeError(name)
+
+
+def detect(mountinfo: str = "/proc/self/mountinfo"):
+    """The host's cgroup layout (see ocirun.cgroups.layout.detect)."""
+    from ocirun.cgroups.layout import detect
+    return detect(mountinfo)
 
 
 def _clean(p: str) -> str:

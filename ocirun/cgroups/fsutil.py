@@ -110,8 +110,14 @@ def rmdir_tree(path: str, timeout: float = 2.0) -> None:
     rmdir of a cgroup fails with EBUSY while a dying process is still
     charged to it; retry briefly. A missing directory is fine (idempotent).
     """
-    if not os.path.isdir(path):
+    try:
+        os.rmdir(path)  # the usual case: no sub-cgroups, nothing charged
         return
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.EAGAIN):
+            raise
     dirs = [d for d, _, _ in os.walk(path)]
     deadline = time.monotonic() + timeout
     delay = 0.005

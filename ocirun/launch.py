@@ -1,0 +1,112 @@
+"""The container process's last steps, shared by the init and `exec`:
+rlimits, oomScoreAdj, cwd, the executable, user, capabilities,
+no_new_privs and seccomp (as late as possible), a clean signal state, the
+fds it may keep, and execve.
+
+A module of its own so that `exec` loads none of the init's mount and
+device code. Everything here runs in a forked child whose root may already
+be the container's: what it needs is imported before the fork.
+"""
+from __future__ import annotations
+
+import os
+
+from ocirun.errors import OciError
+from ocirun.kernel import syscalls as k
+from ocirun.linux import process
+from ocirun.sync import Sync
+
+
+def prepare_process(proc) -> tuple[str, list[str]]:
+    """rlimits, oomScoreAdj, cwd and the executable, while still privileged."""
+    process.set_rlimits(proc.rlimits)
+    process.set_oom_score_adj(proc.oom_score_adj)
+    try:
+        os.chdir(proc.cwd)
+        os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)
+    except OSError as e:
+        raise OciError(f"cannot chdir to {proc.cwd}: {e.strerror}") from None
+    if not proc.args:
+        raise OciError("process.args must not be empty")
+    env = process.build_env(proc.env, proc.uid)
+    return process.find_executable(proc.args[0], env), env
+
+
+def drop_privileges(proc, sync: Sync) -> None:
+    """Scheduler and LSM label, then user + capabilities, no_new_privs and
+    seccomp. Without no_new_privs the filter needs CAP_SYS_ADMIN, so it is
+    loaded before the capabilities are dropped (as runc does)."""
+    if proc.sched:
+        from ocirun.linux import sched
+        sched.apply(proc.cfg, proc.sched)
+    if proc.apparmor or proc.selinux:
+        from ocirun.linux import lsm
+        lsm.apply_exec_label(proc.cfg)
+    if proc.seccomp is not None and not proc.no_new_privs:
+        _load_seccomp(proc, sync)
+    caps = proc.caps
+    if caps is not None:
+        from ocirun.linux import caps as capmod  # loaded by the parent
+        capmod.drop_bounding(caps)
+        capmod.keep_caps()
+    process.switch_user(proc.uid, proc.gid, proc.additional_gids, False)
+    if caps is not None:
+        capmod.apply(caps)
+    if proc.no_new_privs:
+        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        if proc.seccomp is not None:
+            _load_seccomp(proc, sync)
+
+
+def _load_seccomp(proc, sync: Sync) -> None:
+    from ocirun.linux import seccomp
+    fd = seccomp.load(proc.seccomp)
+    if fd is not None:  # SCMP_ACT_NOTIFY: the runtime hands it to the listener
+        sync.send("seccomp", b"", [fd])
+        os.close(fd)
+        sync.expect("ok")
+
+
+def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
+    """Close every fd but stdio, the preserved ones and LISTEN_FDS; execve."""
+    first = 3 + preserve_fds
+    for e in env:
+        if e.startswith("LISTEN_FDS="):
+            try:
+                first += int(e[11:])
+            except ValueError:
+                pass
+    k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, first):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    _default_signals()
+    os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
+
+
+def _default_signals() -> None:
+    """The process starts with every signal at its default and none blocked
+    (as crun does). Caught signals go back to default at execve by
+    themselves; SIG_IGN survives it (Python ignores SIGPIPE and SIGXFSZ, the
+    caller may have ignored more), so only the ignored ones are reset: the
+    kernel lists them in /proc/self/status (all of them when it cannot be
+    read, e.g. no /proc in the container)."""
+    import _signal  # built in: importable after pivot_root
+    ignored = (1 << 64) - 1
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    ignored = int(line[7:], 16)
+                    break
+    except (OSError, ValueError):
+        pass
+    for sig in range(1, _signal.NSIG):
+        if ignored >> (sig - 1) & 1 and sig not in (9, 19):  # KILL, STOP: always default
+            try:
+                k.signal_default(sig)  # raw: also for libc's own 32 and 33
+            except OSError:
+                pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
