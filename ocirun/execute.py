@@ -162,6 +162,7 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
          state: dict, join=None) -> int:
     from ocirun import launch  # noqa: F401  (before the fork: the child needs it after setns)
     from ocirun.kernel import syscalls as k
+    from ocirun.linux import namespaces  # noqa: F401  (used by the child)
     from ocirun.linux.foreground import forward_signals
     from ocirun.sync import PeerGone, Sync
     nsfds = _open_ns(init_pid, ns_types)
@@ -187,9 +188,12 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
             if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
                 raise StateError("cannot exec: the container is no longer running") from None
             raise
+        # the parent has nothing to do before the execve when the child
+        # enters its cgroup on its own: no "ready" round trip then
+        handshake = join is None or not join.complete
         if pid == 0:
             parent.close()
-            _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join)
+            _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join, handshake)
     finally:
         if pid != 0:
             for fd, flag in restore:
@@ -226,9 +230,12 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
             elif verb == "error":
                 raise OciError(payload.decode(errors="replace"))
             elif verb == "":
+                if not handshake:
+                    break  # execve closed its end (or it died: the wait says how)
                 raise OciError("exec: the process setup died unexpectedly")
             parent.send("ok")
-        verb, payload, _ = parent.recv()  # EOF once execve closed its end
+        if handshake:
+            verb, payload, _ = parent.recv()  # EOF once execve closed its end
         if verb == "error":
             raise OciError(payload.decode(errors="replace"))
     except (BrokenPipeError, ConnectionResetError, PeerGone):
@@ -291,7 +298,7 @@ def _reap(pid: int) -> None:
 
 
 def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int,
-           join=None) -> None:
+           join=None, handshake: bool = True) -> None:
     """In the cloned child; never returns."""
     from ocirun import launch
     from ocirun.kernel import syscalls as k
@@ -335,8 +342,9 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         else:
             os.setsid()
         launch.drop_privileges(pplan, sync)
-        sync.send("ready")
-        sync.expect("ok")
+        if handshake:
+            sync.send("ready")
+            sync.expect("ok")
         if join is not None:
             join.enter()
         # The death signal survives execve: without this, `exec -d`'s process
