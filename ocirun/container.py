@@ -13,7 +13,8 @@ import os
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
 from ocirun import OCI_VERSION
-from ocirun.statedir import StateDir, default_root, list_ids, proc_start_time, write_pid_file
+from ocirun.statedir import (StateDir, default_root, is_init, list_ids, proc_mnt_ns,
+                             proc_start_time, write_pid_file)
 
 
 def cgroup_manager(data: dict):
@@ -198,6 +199,8 @@ class Container:
             pid = self._serve(plan, data, mgr, pid)
             data["pid"] = pid
             data["start_time"] = proc_start_time(pid)
+            if plan.has_mount_ns:
+                data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
             data.pop("status", None)
             self.sd.save(data)
             if opts.pid_file:
@@ -344,7 +347,7 @@ class Container:
             if mgr is not None:
                 mgr.kill_all(sig)
                 return
-        _signal_pid(data["pid"], data.get("start_time"), sig)
+        _signal_pid(data["pid"], data, sig)
         if sig == 9 and st == "paused":
             # a frozen v1 task acts on SIGKILL only once thawed (runc thaws too)
             mgr = cgroup_manager(data)
@@ -374,7 +377,7 @@ class Container:
                 mgr.thaw()
             pid = data.get("pid", 0)
             if pid and st != "stopped":
-                _signal_pid(pid, data.get("start_time"), 9, missing_ok=True)
+                _signal_pid(pid, data, 9, missing_ok=True)
                 _wait_gone(pid)
             if mgr is not None:
                 mgr.kill_all(9)
@@ -574,7 +577,7 @@ def _kill_and_reap(pid: int) -> None:
         _wait_gone(pid)
 
 
-def _signal_pid(pid: int, start_time, sig: int, missing_ok: bool = False) -> None:
+def _signal_pid(pid: int, data: dict, sig: int, missing_ok: bool = False) -> None:
     """Signal the init through a pidfd, after checking it is still our process."""
     try:
         pidfd = os.pidfd_open(pid)
@@ -583,7 +586,7 @@ def _signal_pid(pid: int, start_time, sig: int, missing_ok: bool = False) -> Non
             return
         raise StateError("container not running") from None
     try:
-        if start_time is not None and proc_start_time(pid) != start_time:
+        if data.get("start_time") is not None and not is_init(pid, data):
             if missing_ok:
                 return
             raise StateError("container not running")

@@ -61,6 +61,35 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def proc_mnt_ns(pid: int) -> int | None:
+    """Inode of pid's mount namespace (None if it cannot be read)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def is_init(pid: int, data: dict) -> bool:
+    """Is pid still the process this state was saved for?
+
+    Its start time (in 10 ms clock ticks) must match, and, when recorded,
+    its mount namespace: a pid reused within the same tick by a process
+    outside the container is not taken for the init. A namespace that
+    cannot be read (a rootless runtime and its non-dumpable init) proves
+    nothing either way."""
+    if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
+        return False
+    ns = data.get("mnt_ns")
+    if ns is None:
+        return True
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino == ns
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+
+
 def write_pid_file(path: str, pid: int) -> None:
     """The pid file appears whole, and a runtime killed half way leaves no
     temporary file in the caller's directory: the data goes to an unnamed
@@ -218,7 +247,7 @@ class StateDir:
             finally:
                 os.close(fd)
         pid = data.get("pid", 0)
-        if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
+        if not is_init(pid, data):
             return "stopped"
         if data.get("cgroup") and _frozen(data["cgroup"]):
             # (before the fifo test: runc can pause a created container)

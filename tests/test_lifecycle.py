@@ -175,6 +175,29 @@ def test_stopped_status_survives_pid_reuse(oci, bundle):
         sleeper.wait()
 
 
+def test_pid_reused_within_the_same_clock_tick_is_not_the_init(oci, bundle):
+    """Start times have 10 ms resolution: a foreign process whose start time
+    matches is still told apart by its mount namespace, and never signalled."""
+    bundle.args("true")
+    oci.ok("create", "-b", bundle.path, "tick")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        path = os.path.join(oci.root, "tick", "state.json")
+        data = json.load(open(path))
+        assert isinstance(data["mnt_ns"], int)
+        with open(f"/proc/{sleeper.pid}/stat") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19])
+        data["pid"], data["start_time"] = sleeper.pid, start  # as if it started in the same tick
+        json.dump(data, open(path, "w"))
+        assert oci.state("tick")["status"] == "stopped"
+        oci.fail("kill", "tick", "KILL")
+        oci.ok("delete", "--force", "tick")
+        assert sleeper.poll() is None  # neither kill nor delete touched it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_runtime_killed_mid_create_is_not_running(oci, bundle):
     """A create whose runtime died leaves a container that is never 'running'."""
     bundle.args("sleep", "60")
