@@ -14,10 +14,10 @@ from .ffi import c_long, error, get_errno, int_func, long_func, python_api_func
 
 _ARCH = os.uname().machine
 _NR = {
-    "x86_64": dict(rt_sigaction=13, clone=56, pivot_root=155, personality=135, ioprio_set=251,
+    "x86_64": dict(rt_sigaction=13, prlimit64=302, clone=56, pivot_root=155, personality=135, ioprio_set=251,
                    sched_setattr=314, set_mempolicy=238, keyctl=250,
                    capget=125, capset=126, seccomp=317, bpf=321),
-    "aarch64": dict(rt_sigaction=134, clone=220, pivot_root=41, personality=92, ioprio_set=30,
+    "aarch64": dict(rt_sigaction=134, prlimit64=261, clone=220, pivot_root=41, personality=92, ioprio_set=30,
                     sched_setattr=274, set_mempolicy=237, keyctl=219,
                     capget=90, capset=91, seccomp=277, bpf=280),
 }.get(_ARCH)
@@ -229,6 +229,19 @@ def clone_into_cgroup(flags: int, cgroup_fd: int) -> int:
     if pid < 0:
         raise OSError(err, f"clone3: {os.strerror(err)}")
     return pid
+
+
+# RLIMIT_* numbers (the generic ones: x86_64 and aarch64 share them)
+RLIMITS = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+           "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+           "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+           "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """prlimit64 on ourselves (the `resource` module costs an extension load)."""
+    syscall("prlimit64", 0, resource, pack("=QQ", soft, hard), 0)
 
 
 _prctl = int_func("prctl")

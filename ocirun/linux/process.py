@@ -3,7 +3,6 @@ executable lookup and the final execve."""
 from __future__ import annotations
 
 import os
-import resource
 import stat
 
 from ocirun.errors import OciError
@@ -14,19 +13,17 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def set_rlimits(rlimits: list[dict]) -> None:
     if not rlimits:
         return
+    from ocirun.kernel import syscalls as k
     for r in rlimits:
-        num = getattr(resource, r["type"], None)
+        num = k.RLIMITS.get(r["type"])
         if num is None:
             raise OciError(f"rlimit {r['type']} is not known to this kernel")
-        soft, hard = r["soft"], r["hard"]
-        inf = resource.RLIM_INFINITY
-        soft = inf if soft >= (1 << 64) - 1 else soft
-        hard = inf if hard >= (1 << 64) - 1 else hard
+        soft, hard = min(r["soft"], k.RLIM_INFINITY), min(r["hard"], k.RLIM_INFINITY)
         try:
-            resource.setrlimit(num, (soft, hard))
-        except (OSError, ValueError) as e:
+            k.setrlimit(num, soft, hard)
+        except OSError as e:
             raise OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
-                           f"{getattr(e, 'strerror', None) or e}") from None
+                           f"{os.strerror(e.errno)}") from None
 
 
 def set_oom_score_adj(value: int | None) -> None:
