@@ -1,7 +1,8 @@
 """The run path stays lean (issue 7): a real `run` through the launcher,
 with -X importtime, must not load the modules ocirun avoids on purpose
 (ctypes is replaced by ocirun.kernel.ffi on _ctypes; re, json, argparse,
-enum, signal, socket, shutil, types and importlib have cheaper stand-ins)."""
+enum, signal, socket, shutil, types, importlib and resource have cheaper
+stand-ins)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,7 @@ import subprocess
 from ocitest import OCIRUN
 
 AVOIDED = {"ctypes", "re", "json", "argparse", "enum", "signal", "socket", "shutil",
-           "types", "importlib", "struct", "subprocess", "threading", "typing"}
+           "types", "importlib", "struct", "subprocess", "threading", "typing", "resource"}
 
 
 def _imported(args: list[str]) -> set[str]:
