@@ -129,8 +129,17 @@ class forward_signals:
 
     def __exit__(self, *exc: object) -> None:
         import _signal
-        for sig, old in self._saved.items():
-            _signal.signal(sig, old)
+        if self._saved:
+            # Blocked while the handlers go back: a signal caught by the C
+            # handler just as its Python handler is reset would otherwise be
+            # reported ("Signal N ignored due to race condition"). What
+            # arrives meanwhile is delivered after, to the restored handlers.
+            mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, self._saved)
+            try:
+                for sig, old in self._saved.items():
+                    _signal.signal(sig, old)
+            finally:
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         self._saved.clear()
         if self._own_pidfd and self._pidfd is not None:
             os.close(self._pidfd)

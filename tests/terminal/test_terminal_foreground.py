@@ -294,3 +294,32 @@ def test_forward_signals_gone_process():
     with pytest.raises(OciError):
         with terminal.forward_signals(pid):
             pass
+
+
+
+def test_forward_signals_exit_under_a_signal_storm():
+    """Handlers are restored with the signals blocked: a signal caught just
+    as its handler goes back must neither be reported as "ignored due to
+    race condition" (CPython's unraisable error) nor nest handlers until
+    RecursionError. Two shells flood us with SIGWINCH meanwhile."""
+    import subprocess
+    import sys
+    reported = []
+    saved_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: reported.append(repr(u.exc_value))
+    target = child(lambda: os.execv("/bin/busybox", ["sleep", "30"]))
+    storms = [subprocess.Popen(["/bin/busybox", "sh", "-c",
+                                f"while kill -WINCH {os.getpid()}; do :; done"],
+                               stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        for _ in range(3000):
+            with terminal.forward_signals(target, signals={signal.SIGWINCH, signal.SIGUSR1}):
+                pass
+    finally:
+        for p in storms:
+            p.kill()
+            p.wait()
+        os.kill(target, signal.SIGKILL)
+        os.waitpid(target, 0)
+        sys.unraisablehook = saved_hook
+    assert not reported, reported[:3]
