@@ -4,8 +4,6 @@ A small table-driven parser instead of argparse (which costs ~2 ms of
 import on every container start). Like runc's, it accepts `--flag value`,
 `--flag=value`, Go-style `-flag`, and short aliases; `--` ends the flags.
 """
-from __future__ import annotations
-
 import os
 import sys
 

@@ -6,8 +6,6 @@ its requests over the sync socket (id maps, cgroup join, runtime hooks,
 state), and returns once the init says "created"; anything that fails on
 the way is undone: process, cgroup, state dir.
 """
-from __future__ import annotations
-
 import os
 
 from ocirun import log

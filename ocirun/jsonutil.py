@@ -5,8 +5,6 @@ container start); the C accelerator `_json` they wrap needs none of it. The
 stdlib `json` module is still used where its extras pay (indentation for
 humans, line/column numbers in error messages).
 """
-from __future__ import annotations
-
 import _json
 
 

@@ -1,8 +1,6 @@
 """runc-style logging: errors always reach stderr as one line; with --log they
 are also written to the log file, as text or as JSON lines
 ({"level","msg","time"}) which containerd and conmon read back."""
-from __future__ import annotations
-
 import os
 import sys
 import time

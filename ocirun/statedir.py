@@ -11,8 +11,6 @@ init pid plus its start time (field 22 of /proc/<pid>/stat) identify the
 process across pid reuse; a directory without state.json is `creating`
 while its creator still holds the lock, else the leftover of a dead runtime.
 """
-from __future__ import annotations
-
 import fcntl
 import os
 

@@ -7,8 +7,6 @@
 
 See docs/cgroups.md for path rules, conversions and what is unsupported.
 """
-from __future__ import annotations
-
 import os
 
 from ocirun.errors import ConfigError
@@ -57,7 +55,7 @@ def _under(own: str, mount_root: str, rel: str) -> str:
 
 
 def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = False,
-                rootless: bool = False, layout: Layout | None = None):
+                rootless: bool = False, layout: "Layout | None" = None):
     """Resolve the container's cgroup(s); pure: reads mountinfo/proc, writes nothing.
 
     cgroupfs: absolute paths are below each hierarchy's mountpoint; relative
@@ -126,7 +124,7 @@ def default_device_rules() -> list[dict]:
              "access": r.access} for r in default_rules()]
 
 
-def prewarm_migration(layout: Layout | None = None) -> None:
+def prewarm_migration(layout: "Layout | None" = None) -> None:
     """Pay the kernel's cgroup-migration fence early, off the critical path.
 
     The first write to any cgroup.procs after a quiet spell waits for an RCU

@@ -3,8 +3,6 @@
 A failed write is reported as a ConfigError on the linux.resources field that
 asked for it, so the user sees which setting the kernel refused.
 """
-from __future__ import annotations
-
 import errno
 import os
 import time

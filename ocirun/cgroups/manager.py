@@ -4,8 +4,6 @@ A manager is a set of resolved directories, computed once by new_manager()
 and stored in the container state (to_state), so later commands act on the
 same cgroup whatever cgroup they themselves run in.
 """
-from __future__ import annotations
-
 import errno
 import os
 import time
