@@ -97,15 +97,28 @@ class forward_signals:
         self._own_pidfd = pidfd is None
         self._signals = forwarded_signals() if signals is None else frozenset(signals)
         self._saved: dict[int, object] = {}
+        self._queue: list[int] = []
+        self._busy = False
         self.forwarded: list[int] = []  # for logs and tests
 
     def _handler(self, signum: int, frame: object) -> None:
-        import _signal
+        # Python may run a handler inside another one (at any bytecode): a
+        # nested call only queues, so a flood cannot recurse without bound.
+        self._queue.append(signum)
+        if self._busy:
+            return
+        self._busy = True
         try:
-            _signal.pidfd_send_signal(self._pidfd, signum)
-            self.forwarded.append(signum)
-        except ProcessLookupError:
-            pass  # already exited; wait() will report it
+            import _signal
+            while self._queue:
+                sig = self._queue.pop(0)
+                try:
+                    _signal.pidfd_send_signal(self._pidfd, sig)
+                    self.forwarded.append(sig)
+                except ProcessLookupError:
+                    pass  # already exited; wait() will report it
+        finally:
+            self._busy = False
 
     def __enter__(self) -> forward_signals:
         import _signal

@@ -323,3 +323,22 @@ def test_forward_signals_exit_under_a_signal_storm():
         os.waitpid(target, 0)
         sys.unraisablehook = saved_hook
     assert not reported, reported[:3]
+
+
+def test_forward_signals_wait_under_a_signal_storm():
+    """A flood while waiting is forwarded without nesting handlers until
+    RecursionError; wait() still returns the exit code."""
+    import subprocess
+    target = child(lambda: os.execv("/bin/busybox", ["sh", "-c", "trap '' WINCH; sleep 1; exit 7"]))
+    storms = [subprocess.Popen(["/bin/busybox", "sh", "-c",
+                                f"while kill -WINCH {os.getpid()}; do :; done"],
+                               stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        with terminal.forward_signals(target, signals={signal.SIGWINCH}) as fw:
+            code = fw.wait()
+    finally:
+        for p in storms:
+            p.kill()
+            p.wait()
+    assert code == 7
+    assert fw.forwarded and set(fw.forwarded) == {signal.SIGWINCH}
