@@ -157,42 +157,28 @@ def test_list_formats(oci, bundle):
     assert {s["id"]: s["status"] for s in js} == {"l1": "created", "l2": "running"}
 
 
-def test_stopped_status_survives_pid_reuse(oci, bundle):
-    """A stale state.json whose pid now belongs to another process is 'stopped'."""
+@pytest.mark.parametrize("same_tick", [False, True], ids=["other-tick", "same-tick"])
+def test_stopped_status_survives_pid_reuse(oci, bundle, same_tick):
+    """A stale state.json whose pid now belongs to another process is
+    'stopped', and neither kill nor delete touches that process. Start times
+    have 10 ms resolution: one started in the same tick as the init is told
+    apart by its mount namespace."""
     bundle.args("true")
     oci.ok("create", "-b", bundle.path, "r")
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         path = os.path.join(oci.root, "r", "state.json")
         data = json.load(open(path))
+        assert isinstance(data["mnt_ns"], int)
         data["pid"] = sleeper.pid  # a live process that is not our init
+        if same_tick:
+            with open(f"/proc/{sleeper.pid}/stat") as f:
+                data["start_time"] = int(f.read().rsplit(")", 1)[1].split()[19])
         json.dump(data, open(path, "w"))
         assert oci.state("r")["status"] == "stopped"
+        oci.fail("kill", "r", "KILL")
         oci.ok("delete", "r")
-        assert sleeper.poll() is None  # delete never touched the foreign process
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-
-
-def test_pid_reused_within_the_same_clock_tick_is_not_the_init(oci, bundle):
-    """Start times have 10 ms resolution: a foreign process whose start time
-    matches is still told apart by its mount namespace, and never signalled."""
-    bundle.args("true")
-    oci.ok("create", "-b", bundle.path, "tick")
-    sleeper = subprocess.Popen(["sleep", "30"])
-    try:
-        path = os.path.join(oci.root, "tick", "state.json")
-        data = json.load(open(path))
-        assert isinstance(data["mnt_ns"], int)
-        with open(f"/proc/{sleeper.pid}/stat") as f:
-            start = int(f.read().rsplit(")", 1)[1].split()[19])
-        data["pid"], data["start_time"] = sleeper.pid, start  # as if it started in the same tick
-        json.dump(data, open(path, "w"))
-        assert oci.state("tick")["status"] == "stopped"
-        oci.fail("kill", "tick", "KILL")
-        oci.ok("delete", "--force", "tick")
-        assert sleeper.poll() is None  # neither kill nor delete touched it
+        assert sleeper.poll() is None  # never signalled
     finally:
         sleeper.kill()
         sleeper.wait()

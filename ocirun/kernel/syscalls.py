@@ -191,24 +191,26 @@ _after_fork_child = python_api_func("PyOS_AfterFork_Child")
 _after_fork_parent = python_api_func("PyOS_AfterFork_Parent")
 
 
-def clone(flags: int) -> int:
-    """fork() with clone flags (new namespaces, CLONE_PARENT).
-
-    Same contract as os.fork(): 0 in the child, the child's pid in the
-    parent. The interpreter's own fork hooks run around the raw syscall so
-    the child's runtime state (GIL, import lock, at-fork callbacks) is sane.
-    """
+def _forking(name: str, *args) -> int:
+    """A raw fork-like syscall with the interpreter's own fork hooks around
+    it, so the child's runtime state (GIL, import lock, at-fork callbacks)
+    is sane. Same contract as os.fork(): 0 in the child, its pid in the parent."""
     _before_fork()
-    pid = _pysyscall(c_long(_NR["clone"]), c_long(flags | SIGCHLD),
-                     c_long(0), c_long(0), c_long(0), c_long(0))
+    pid = _pysyscall(c_long(_NR[name]), *args)
     if pid == 0:
         _after_fork_child()
         return 0
     err = get_errno()
     _after_fork_parent()
     if pid < 0:
-        raise OSError(err, f"clone: {os.strerror(err)}")
+        raise OSError(err, f"{name}: {os.strerror(err)}")
     return pid
+
+
+def clone(flags: int) -> int:
+    """fork() with clone flags (new namespaces, CLONE_PARENT)."""
+    return _forking("clone", c_long(flags | SIGCHLD), c_long(0), c_long(0), c_long(0),
+                    c_long(0))
 
 
 def clone_into_cgroup(flags: int, cgroup_fd: int) -> int:
@@ -219,16 +221,7 @@ def clone_into_cgroup(flags: int, cgroup_fd: int) -> int:
     # parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup
     args = pack("=11Q", flags | CLONE_INTO_CGROUP, 0, 0, 0, SIGCHLD, 0, 0, 0, 0, 0,
                 cgroup_fd)
-    _before_fork()
-    pid = _pysyscall(c_long(_NR["clone3"]), args, c_long(len(args)))
-    if pid == 0:
-        _after_fork_child()
-        return 0
-    err = get_errno()
-    _after_fork_parent()
-    if pid < 0:
-        raise OSError(err, f"clone3: {os.strerror(err)}")
-    return pid
+    return _forking("clone3", args, c_long(len(args)))
 
 
 # RLIMIT_* numbers (the generic ones: x86_64 and aarch64 share them)

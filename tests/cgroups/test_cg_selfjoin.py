@@ -9,20 +9,12 @@ import time
 
 import pytest
 
+from ocirun.cgroups.layout import own_cgroups
 from ocirun.kernel import syscalls
 
 from .conftest import IS_V2, LAYOUT, needs_root, needs_v1
 
 pytestmark = needs_root
-
-
-def _cgroup_lines(pid: int) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, key, path = line.rstrip("\n").split(":", 2)
-            out[key] = path
-    return out
 
 
 def _rel(mgr, key: str) -> str:
@@ -45,7 +37,7 @@ def test_child_enters_every_v1_hierarchy_by_itself(mgr, kids):
         pid = kids.fork(child)
         kids.go(pid)
         assert os.read(r, 2) == b"in"
-        lines = _cgroup_lines(pid)
+        lines = own_cgroups(pid)
         for key in v1_keys:
             assert lines[key] == _rel(mgr, key), key
         assert pid in mgr.pids()
@@ -87,10 +79,10 @@ def test_clone_into_cgroup_on_the_hybrid_cgroup2_dir(mgr):
             os._exit(0)
     try:
         assert os.read(r, 1) == b"x"
-        lines = _cgroup_lines(pid)
+        lines = own_cgroups(pid)
         assert lines[""] == _rel(mgr, "")
         # only the cgroup2 part: v1 hierarchies are still the parent's
-        own = _cgroup_lines(os.getpid())
+        own = own_cgroups(os.getpid())
         assert all(lines[k] == own[k] for k in lines if k)
     finally:
         os.kill(pid, 9)
