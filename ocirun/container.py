@@ -430,7 +430,7 @@ def _prepare_security(plan, cfg: dict, root: str) -> None:
 def _socket_activation(cfg: dict) -> None:
     """systemd socket activation passes through, as in runc: when the
     caller's LISTEN_PID is our pid, its LISTEN_FDS fds (3..3+N-1) go to the
-    process, whose env says LISTEN_FDS=N, LISTEN_PID=1; init.exec_process
+    process, whose env says LISTEN_FDS=N, LISTEN_PID=1; launch.exec_process
     keeps them open, before the --preserve-fds ones."""
     n = os.environ.get("LISTEN_FDS", "")
     if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):

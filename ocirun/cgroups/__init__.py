@@ -128,11 +128,13 @@ def prewarm_migration(layout: "Layout | None" = None) -> None:
     """Pay the kernel's cgroup-migration fence early, off the critical path.
 
     The first write to any cgroup.procs after a quiet spell waits for an RCU
-    grace period (cgroup_threadgroup_rwsem goes into writer mode: ~10-15 ms
-    here); writes soon after it are fast. The runtime calls this in a thread
-    right after the clone, while the init sets up its mounts, by "moving"
-    itself into the cgroup it is already in (a no-op migration that takes
-    the same lock), so the init's real join later is quick.
+    grace period (cgroup_threadgroup_rwsem goes into writer mode: 6-20 ms
+    here); writes soon after it are fast. Where the runtime still has to
+    write a pid (pure v2, systemd; v1 and hybrid use manager.SelfJoin), a
+    short-lived child calls this at the start of create/exec, in parallel
+    with the config parsing and the init's setup: it "moves" itself into the
+    cgroup it is already in (a no-op migration that takes the same lock), so
+    the real join later is quick.
     """
     layout = layout or detect()
     own = layout.own_cgroups()
