@@ -163,11 +163,14 @@ class Manager:
     def destroy(self) -> None:
         """Kill what is left, then remove the directories; idempotent."""
         deadline = time.monotonic() + 5
-        while self.exists() and self.pids():
+        while self.exists():
+            pids = self.pids()
+            if not pids:
+                break
             self.kill_all(SIGKILL)
             if time.monotonic() > deadline:
                 raise CgroupError(f"cgroup {self.procs_path()}: processes survive SIGKILL")
-            time.sleep(0.01)
+            _wait_exited(pids, deadline - time.monotonic())
         for d in self.dirs():
             try:
                 fsutil.rmdir_tree(d)
@@ -194,6 +197,34 @@ def _refuse_undelegated(resources: dict, path: str, where: str) -> None:
 def _mod(name: str):
     """ocirun.cgroups.<name> (e.g. "v1.memory"), imported on first use."""
     return __import__(f"ocirun.cgroups.{name}", fromlist=["_"])
+
+
+def _wait_exited(pids: list[int], timeout: float) -> None:
+    """Sleep until every pid has exited, or timeout: poll() on pidfds, which
+    become readable at exit (a killed task leaves cgroup.procs then)."""
+    import select
+    fds = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                pass
+        p = select.poll()
+        for fd in fds:
+            p.register(fd, select.POLLIN)
+        end = time.monotonic() + timeout
+        left = len(fds)
+        while left:
+            ms = (end - time.monotonic()) * 1000
+            if ms <= 0:
+                return
+            for fd, _ in p.poll(ms):
+                p.unregister(fd)
+                left -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _join(procs_dir: str, pid: int) -> None:
@@ -324,11 +355,20 @@ class FsV2Manager(Manager):
             fsutil.write(self.dir, "cgroup.freeze", v, "")
         except ConfigError as e:
             raise CgroupError(e.msg) from None
-        deadline = time.monotonic() + 5
-        while self.frozen() != (v == "1"):
-            if time.monotonic() > deadline:
-                raise CgroupError(f"cgroup {self.dir}: timed out waiting for frozen={v}")
-            time.sleep(0.005)
+        # the kernel notifies cgroup.events (POLLPRI) when "frozen" changes
+        import select
+        fd = os.open(os.path.join(self.dir, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLPRI | select.POLLERR)
+            end = time.monotonic() + 5
+            while (f"frozen {v}\n".encode() not in os.pread(fd, 4096, 0)):
+                ms = (end - time.monotonic()) * 1000
+                if ms <= 0:
+                    raise CgroupError(f"cgroup {self.dir}: timed out waiting for frozen={v}")
+                p.poll(ms)
+        finally:
+            os.close(fd)
 
     def frozen(self) -> bool:
         return fsutil.read_kv(self.dir, "cgroup.events").get("frozen", 0) == 1

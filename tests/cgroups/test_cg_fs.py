@@ -35,6 +35,23 @@ def test_create_is_idempotent_and_destroy_removes(base):
         assert not os.path.exists(d)
 
 
+def test_destroy_kills_and_waits_for_every_process(base, kids):
+    """destroy() SIGKILLs what is left and waits on pidfds until it is gone,
+    then removes the directories (the `delete --force` of a running container)."""
+    m = cgroups.new_manager(base + "/busy", "busy")
+    m.create()
+    pids = [kids.fork(lambda: time.sleep(30)) for _ in range(6)]
+    for pid in pids:
+        m.add_pid(pid)
+        kids.go(pid)
+    assert sorted(m.pids()) == sorted(pids)
+    m.destroy()
+    for d in m.dirs():
+        assert not os.path.exists(d)
+    for pid in pids:
+        assert kids.wait(pid) == -signal.SIGKILL
+
+
 def test_add_pid_and_pids(mgr, kids):
     pid = kids.fork(lambda: time.sleep(30))
     mgr.add_pid(pid)
