@@ -7,6 +7,14 @@ class OciError(Exception):
     exit_code = 1
 
 
+def one_line(s: str) -> str:
+    """s with control characters escaped (a newline in a JSON key or value
+    must not split the error line)."""
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 class ConfigError(OciError):
     """A problem in a JSON input, located by file and JSON path."""
 
@@ -14,6 +22,7 @@ class ConfigError(OciError):
         self.file = file
         self.path = path
         self.msg = msg
+        path, msg = one_line(path), one_line(msg)
         super().__init__(f"{file}: {path}: {msg}" if path else f"{file}: {msg}")
 
 

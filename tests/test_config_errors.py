@@ -81,6 +81,13 @@ def test_unknown_namespace_exact_line(oci, bundle):
     assert line == 'ocirun: config.json: linux.namespaces[2].type: unknown namespace "pidd"'
 
 
+def test_control_characters_in_a_key_stay_on_one_line(oci, bundle):
+    bundle.config["hooks"] = {"pre\nstart": []}
+    bundle.save()
+    line = create_fails(oci, bundle)
+    assert line == "ocirun: config.json: hooks.pre\\nstart: unknown hook kind"
+
+
 def test_malformed_json(oci, bundle):
     bundle.write_raw('{"ociVersion": "1.0.0",\n "process": {')
     line = create_fails(oci, bundle, also_run=True)
