@@ -174,19 +174,24 @@ class Container:
         from ocirun.sync import Sync
         join = resources = None
         if mgr is not None:
+            # built before the fork: the parent's writes after it copy pages
+            resources = _resources_with_default_devices(plan.linux.get("resources"))
             # before the clone: the init can then enter it by itself (SelfJoin)
             mgr.create()
             join = mgr.self_join()
-            # built before the fork too: the parent's writes after it copy pages
-            resources = _resources_with_default_devices(plan.linux.get("resources"))
         plan.cgroup_join = join
-        parent, child = Sync.pair()
-        dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            pid = _spawn(plan, child, parent, dirfd, self.sd)
+            parent, child = Sync.pair()
+            dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                pid = _spawn(plan, child, parent, dirfd, self.sd)
+            except BaseException:
+                parent.close()
+                raise
+            finally:
+                child.close()
+                os.close(dirfd)
         finally:
-            child.close()
-            os.close(dirfd)
             if join is not None:
                 join.close()  # the init has its own copies
         self._sync = parent
