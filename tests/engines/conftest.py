@@ -31,7 +31,19 @@ def _missing(*tools: str) -> list[str]:
 def engine_base():
     base = tempfile.mkdtemp(prefix="ocirun-eng-", dir="/tmp")
     os.chmod(base, 0o755)
+    # podman calls ocirun with its default root, where create keeps the
+    # seccomp BPF cache: remove what this session made there
+    default_root = ek.DEFAULT_ROOTS["ocirun"]
+    had_root = os.path.exists(default_root)
+    had_cache = os.path.exists(os.path.join(default_root, ".cache"))
     yield base
+    if not had_cache:
+        shutil.rmtree(os.path.join(default_root, ".cache"), ignore_errors=True)
+    if not had_root:
+        try:
+            os.rmdir(default_root)  # only if nothing else is in it
+        except OSError:
+            pass
     try:
         os.makedirs(os.path.dirname(KEEP_LOG), exist_ok=True)
         shutil.copy(os.path.join(base, "argv.log"), KEEP_LOG)
