@@ -103,6 +103,11 @@ def ps(cid: str, root: str | None = None) -> list[int]:
 
 def stats(cid: str, root: str | None = None) -> dict:
     """The `data` of runc's stats event: cpu, memory, pids, blkio, hugetlb."""
+    return _running_manager(cid, root, "get stats of")[1].stats()
+
+
+def _running_manager(cid: str, root: str | None, what: str):
+    """(container, cgroup manager) of a container that is not stopped."""
     from ocirun.container import Container, cgroup_manager
     c = Container(cid, root)
     data = c._data()
@@ -110,8 +115,8 @@ def stats(cid: str, root: str | None = None) -> dict:
         raise StateError(f"container with id {cid} is not running")
     mgr = cgroup_manager(data)
     if mgr is None:
-        raise _no_cgroup(cid, "get stats of")
-    return mgr.stats()
+        raise _no_cgroup(cid, what)
+    return c, mgr
 
 
 def events(cid: str, root: str | None = None, stats: bool = False,
@@ -123,16 +128,9 @@ def events(cid: str, root: str | None = None, stats: bool = False,
     when the container stops (after a last OOM check, so an OOM that killed
     the init is still reported).
     """
-    from ocirun.container import Container, cgroup_manager
     if interval <= 0:
         raise OciError("duration must be greater than 0")
-    c = Container(cid, root)
-    data = c._data()
-    if c.sd.status() == "stopped":
-        raise StateError(f"container with id {cid} is not running")
-    mgr = cgroup_manager(data)
-    if mgr is None:
-        raise _no_cgroup(cid, "get events of")
+    c, mgr = _running_manager(cid, root, "get events of")
     if stats:
         yield {"type": "stats", "id": cid, "data": mgr.stats()}
         return
