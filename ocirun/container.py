@@ -241,10 +241,8 @@ class Container:
                 data["pid"] = pid
                 continue  # no reply: the middle child is gone
             elif verb == "join":
-                if plan.cgroup_join is not None:
-                    mgr.add_pid(pid, skip=plan.cgroup_join.done)  # the init does the rest
-                elif mgr is not None:
-                    mgr.add_pid(pid)
+                if mgr is not None:  # what the init does not enter by itself
+                    mgr.add_pid(pid, skip=plan.cgroup_join.done if plan.cgroup_join else ())
             elif verb == "hooks":
                 from ocirun.hooks import run_hooks
                 st = oci_state(data, "creating")

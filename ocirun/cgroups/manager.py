@@ -331,8 +331,8 @@ class FsV2Manager(Manager):
         devices.set(d, resources, path, self)
         unified.set(d, resources, path, self, self.controllers() | {"cgroup"})
 
-    def add_pid(self, pid: int) -> None:
-        if not self.undelegated:
+    def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        if not self.undelegated and "" not in skip:
             _join(self.dir, pid)
 
     def _cgroup_kill(self) -> bool:
@@ -502,6 +502,8 @@ class FsV1Manager(Manager):
             _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
 
     def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Write pid to cgroup.procs of every hierarchy but those in skip
+        (the keys a SelfJoin lets the process enter by itself)."""
         for key, d in self.paths.items():
             if key not in self.skipped and key not in skip:
                 _join(d, pid)

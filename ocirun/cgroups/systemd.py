@@ -169,8 +169,9 @@ class SystemdManager(Manager):
     def create(self) -> None:
         """Nothing to do before a pid exists (a scope needs one); see add_pid()."""
 
-    def add_pid(self, pid: int) -> None:
-        """First call: StartTransientUnit with PIDs=[pid]; later calls: cgroup.procs."""
+    def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """First call: StartTransientUnit with PIDs=[pid]; later calls: cgroup.procs.
+        (skip: the cgroupfs managers' SelfJoin keys; a scope never has any.)"""
         from ocirun.cgroups import dbus
         if self.fs.exists():
             self.fs.add_pid(pid)
