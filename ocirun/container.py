@@ -136,6 +136,9 @@ class Container:
         namespaces.check_paths(plan.ns, plan.linux.get("namespaces") or [])
         planmod.check_hook_paths(plan.hooks)
         _prepare_security(plan, cfg, c.root)
+        if plan.net_devices:
+            from ocirun.linux import netdev
+            netdev.check_host(plan.net_devices)
         if plan.process.terminal or opts.console_socket:
             from ocirun.linux import terminal
             terminal.check_terminal_args(plan.process.terminal, opts.console_socket,
@@ -240,6 +243,13 @@ class Container:
                 os.waitpid(middle, 0)
                 data["pid"] = pid
                 continue  # no reply: the middle child is gone
+            elif verb == "netns":  # its network namespace, for linux.netDevices
+                from ocirun.linux import netdev
+                try:
+                    netdev.move_all(plan.net_devices, fds[0])
+                finally:
+                    for fd in fds:
+                        os.close(fd)
             elif verb == "join":
                 if mgr is not None:  # what the init does not enter by itself
                     mgr.add_pid(pid, skip=plan.cgroup_join.done if plan.cgroup_join else ())

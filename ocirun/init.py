@@ -55,6 +55,15 @@ class Init:
             if self.plan.cgroup_join is not None:
                 self.plan.cgroup_join.enter()
 
+    def send_netns(self) -> None:
+        """The parent moves linux.netDevices into our network namespace."""
+        fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.sync.send("netns", b"", [fd])
+        finally:
+            os.close(fd)
+        self.sync.expect("ok")
+
     def get_state(self) -> dict:
         if self.state is None:
             from ocirun.jsonutil import loads
@@ -69,6 +78,8 @@ class Init:
         # nothing in the container may open our /proc/<pid>/exe or fds
         k.prctl(k.PR_SET_DUMPABLE, 0)
         self.setup_namespaces(k)
+        if plan.net_devices:
+            self.send_netns()
         self.setup_rootfs(k)
         if plan.runtime_hooks:
             self.join_cgroup()

@@ -326,13 +326,24 @@ def check_linux(linux: dict, c: Checker) -> None:
     if linux.get("intelRdt") is not None:
         raise NotSupported("linux.intelRdt", "Intel RDT", c.file)
     nd = c.get(linux, "netDevices", dict, "linux")
-    if nd is not None:
-        for name, dev in nd.items():
-            c.typed(dev, dict, f"linux.netDevices.{name}")
-            c.get(dev, "name", str, f"linux.netDevices.{name}")
-        if nd:
-            raise NotSupported("linux.netDevices", "moving network devices into the container",
-                               c.file)
+    if nd:
+        from ocirun.linux.netdev import name_problem
+        names = {}
+        for host, dev in nd.items():
+            p = f"linux.netDevices.{host}"
+            c.typed(dev, dict, p)
+            bad = name_problem(host, template_ok=False)
+            if bad:
+                raise c.fail(p, bad)
+            new = c.get(dev, "name", str, p)
+            bad = new is not None and name_problem(new, template_ok=True)
+            if bad:
+                raise c.fail(f"{p}.name", bad)
+            new = new or host
+            if new in names and "%" not in new:
+                raise c.fail(f"{p}.name", f"{new!r} is also the name of "
+                                          f"linux.netDevices.{names[new]}")
+            names[new] = host
 
 
 def check_resources_shape(res: dict, c: Checker) -> None:
