@@ -341,6 +341,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
             terminal.make_controlling(pty.slave, uid=pplan.uid)
         else:
             os.setsid()
+        launch.seal_fds(env, preserve_fds)
         launch.drop_privileges(pplan, sync)
         if handshake:
             sync.send("ready")
@@ -353,7 +354,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         if pplan.cfg.get("execCPUAffinity"):
             from ocirun.linux import sched
             sched.set_exec_affinity(pplan.cfg, "final")
-        launch.exec_process(pplan, exe, env, preserve_fds)
+        launch.exec_process(pplan, exe, env)
     except PeerGone:
         pass  # the runtime failed and reports it (or it was killed)
     except OciError as e:

@@ -26,7 +26,7 @@ import os
 # pivot_root the runtime's own files are out of reach.
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
-from ocirun.launch import drop_privileges, exec_process, prepare_process
+from ocirun.launch import drop_privileges, exec_process, prepare_process, seal_fds
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod
 from ocirun.sync import PeerGone, Sync
 
@@ -109,6 +109,7 @@ class Init:
             os.setsid()
         # from here on a dead parent shows as EOF at the "created" handshake
         k.prctl(k.PR_SET_PDEATHSIG, 0)
+        seal_fds(env, plan.preserve_fds)
         drop_privileges(proc, self.sync)
         if plan.hooks.get("startContainer"):
             self.get_state()  # now: the sync socket is closed once started
@@ -120,7 +121,7 @@ class Init:
             from ocirun.hooks import run_hooks  # loaded by the parent (see _spawn)
             run_hooks(plan.hooks["startContainer"], "startContainer",
                             dict(self.get_state(), status="created"))
-        exec_process(proc, exe, env, plan.preserve_fds)
+        exec_process(proc, exe, env)
 
     def setup_namespaces(self, k) -> None:
         ns = self.plan.ns

@@ -67,8 +67,11 @@ def _load_seccomp(proc, sync: Sync) -> None:
         sync.expect("ok")
 
 
-def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
-    """Close every fd but stdio, the preserved ones and LISTEN_FDS; execve."""
+def seal_fds(env: list[str], preserve_fds: int) -> None:
+    """Every fd but stdio, the preserved ones and LISTEN_FDS closes at execve.
+    Done before the seccomp filter is loaded: a profile need not allow
+    close_range (runtime-tools' default profile, older Docker ones do not).
+    Every fd the process opens after this is O_CLOEXEC."""
     first = 3 + preserve_fds
     for e in env:
         if e.startswith("LISTEN_FDS="):
@@ -76,12 +79,33 @@ def exec_process(proc, exe: str, env: list[str], preserve_fds: int) -> None:
                 first += int(e[11:])
             except ValueError:
                 pass
-    k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+    try:
+        k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
+    except OSError:  # before Linux 5.9, or denied by the host's own seccomp
+        _cloexec_from(first)
     for fd in range(3, first):
         try:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+
+
+def _cloexec_from(first: int) -> None:
+    import fcntl
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc in the container: every possible fd
+        fds = range(first, min(os.sysconf("SC_OPEN_MAX"), 1 << 20))
+    for fd in fds:
+        if fd >= first:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+
+
+def exec_process(proc, exe: str, env: list[str]) -> None:
+    """A clean signal state, then execve (seal_fds has run)."""
     _default_signals()
     os.execve(exe, proc.args, dict(e.split("=", 1) for e in env))
 
@@ -109,4 +133,7 @@ def _default_signals() -> None:
                 k.signal_default(sig)  # raw: also for libc's own 32 and 33
             except OSError:
                 pass
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+    try:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+    except OSError:
+        pass  # denied by the seccomp profile: nothing here blocks signals anyway

@@ -216,8 +216,12 @@ def test_exec_stdout_stderr_stdin(oci, ctr):
     assert r.rc == 0 and r.out == "out:hello\n" and r.err == "err:hello\n", r
 
 
-def test_exec_preserve_fds(oci, ctr, tmp_path):
-    cid, _ = ctr
+@pytest.mark.parametrize("deny_close_range", [False, True], ids=["plain", "no-close_range"])
+def test_exec_preserve_fds(oci, bundle, tmp_path, deny_close_range):
+    if deny_close_range:  # the container's profile applies to exec too
+        bundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]}
+    cid, _ = "e", _running(oci, bundle)
     for i in range(3):
         (tmp_path / f"f{i}").write_text(f"content{i}\n")
     # the shell puts the files on fds 3, 4 and 5 of ocirun (never dup2 onto

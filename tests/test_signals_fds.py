@@ -239,8 +239,18 @@ def _files(tmp_path, n: int) -> str:
     return " ".join(f"{3 + i}<{tmp_path}/f{i}" for i in range(n))
 
 
-def test_run_preserve_fds(oci, bundle, tmp_path):
-    bundle.sh("cat <&3; cat <&4; ls /proc/self/fd | tr '\\n' ' '")
+# A profile without close_range (runtime-tools' default, older Docker ones):
+# the fds are sealed before the filter is loaded, so the start still works.
+DENY_CLOSE_RANGE = {"defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]}
+
+
+@pytest.mark.parametrize("profile", [None, DENY_CLOSE_RANGE], ids=["plain", "no-close_range"])
+def test_run_preserve_fds(oci, bundle, tmp_path, profile):
+    if profile:
+        bundle.linux["seccomp"] = profile
+    bundle.sh("cat <&3; cat <&4; ls /proc/self/fd | tr '\\n' ' '; echo;"
+              " grep ^Seccomp: /proc/self/status")
     redir = _files(tmp_path, 3)
     r = subprocess.run(["sh", "-c", f'exec "$0" --root {oci.root} run --preserve-fds 2 '
                         f'-b {bundle.path} pf {redir}', OCIRUN],
@@ -250,6 +260,7 @@ def test_run_preserve_fds(oci, bundle, tmp_path):
     assert lines[:2] == ["c0", "c1"]
     assert sorted(int(x) for x in lines[2].split()) == [0, 1, 2, 3, 4, 5]  # 5: ls's own dir
     assert "c2" not in r.stdout
+    assert lines[3].split() == ["Seccomp:", "2" if profile else "0"]
 
 
 def test_listen_fds_socket_activation_as_runc(oci, bundle, tmp_path):
