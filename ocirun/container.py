@@ -152,6 +152,13 @@ class Container:
                 "annotations": cfg.get("annotations") or {}, "hooks": plan.hooks,
                 "config": cfg,
                 "cgroup": mgr.to_state() if mgr is not None else None}
+        if not plan.has_mount_ns:
+            # its mounts land in our namespace, under the rootfs: remember
+            # what was there, so that delete (or a failed create) removes
+            # exactly what the container added
+            from ocirun.linux import mounts
+            data["host_mounts"] = {"root": plan.rootfs,
+                                   "before": sorted(mounts.ids_under(plan.rootfs))}
         pid = 0
         try:
             c.sd.save(data)
@@ -298,6 +305,7 @@ class Container:
                 mgr.destroy()
             except Exception as e:  # keep the original error; say what is left
                 log.warn(f"cleanup of cgroup failed: {e}")
+        _remove_host_mounts(data)
         self.sd.remove()
 
     # -- start / run ------------------------------------------------------------
@@ -397,11 +405,20 @@ class Container:
                 mgr.destroy()
             except Exception as e:
                 raise OciError(f"cannot remove cgroup of {self.id}: {e}") from None
+        _remove_host_mounts(data)
         _warn_hooks(data, "poststop", "stopped")
         self.sd.remove()
 
 
 # --- helpers (parent side) -----------------------------------------------------
+def _remove_host_mounts(data: dict) -> None:
+    """A container without a mount namespace mounted in ours: undo that."""
+    hm = data.get("host_mounts")
+    if hm:
+        from ocirun.linux import mounts
+        mounts.detach_new_under(hm["root"], hm["before"])
+
+
 def _warn_hooks(data: dict, kind: str, status: str) -> None:
     """poststart/poststop: failures are warnings (hooks.py loaded only if needed)."""
     hooks = (data.get("hooks") or {}).get(kind)

@@ -151,10 +151,14 @@ def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
     try:
         for t in types:
             fds[t] = os.open(f"/proc/{pid}/ns/{_PROC_NS[t]}", os.O_RDONLY | os.O_CLOEXEC)
+        if "mount" not in types:  # it shares ours and is chrooted: so will we be
+            t = "root"
+            fds[t] = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         for fd in fds.values():
             os.close(fd)
-        raise StateError(f"cannot open the container's {t} namespace: {e.strerror}") from None
+        what = "root directory" if t == "root" else f"{t} namespace"
+        raise StateError(f"cannot open the container's {what}: {e.strerror}") from None
     return fds
 
 
@@ -315,10 +319,12 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
                 except OSError as e:
                     raise OciError(f"cannot join the container's {t} namespace: "
                                    f"{e.strerror}") from None
+        if "root" in nsfds:
+            os.fchdir(nsfds["root"])
+            os.chroot(".")
+            os.chdir("/")
         for fd in nsfds.values():
             os.close(fd)
-        if "mount" not in nsfds:
-            raise OciError("the container has no mount namespace to exec into")
         pty = None
         if pplan.terminal:
             from ocirun.linux import terminal

@@ -189,12 +189,13 @@ class Init:
 
     def setup_rootfs(self, k) -> None:
         plan = self.plan
-        k.mount(None, "/", None, k.MS_REC | (k.MS_PRIVATE if plan.propagation and
-                                              plan.propagation & k.MS_PRIVATE else k.MS_SLAVE))
-        try:
-            k.mount(plan.rootfs, plan.rootfs, None, k.MS_BIND | k.MS_REC)
-        except OSError as e:
-            raise OciError(f"cannot bind rootfs {plan.rootfs}: {e.strerror}") from None
+        if plan.has_mount_ns:  # (without one, these would change the host's mounts)
+            k.mount(None, "/", None, k.MS_REC | (k.MS_PRIVATE if plan.propagation and
+                                                  plan.propagation & k.MS_PRIVATE else k.MS_SLAVE))
+            try:
+                k.mount(plan.rootfs, plan.rootfs, None, k.MS_BIND | k.MS_REC)
+            except OSError as e:
+                raise OciError(f"cannot bind rootfs {plan.rootfs}: {e.strerror}") from None
         self.rootfd = os.open(plan.rootfs, k.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         userns_fd = -1
         for step in plan.mounts_now:
@@ -247,7 +248,9 @@ class Init:
     def enter_root(self, k) -> None:
         root = self.plan.rootfs
         os.chdir(root)
-        if self.plan.no_pivot:
+        if not self.plan.has_mount_ns:  # the runtime's mount namespace: no pivot there
+            os.chroot(".")
+        elif self.plan.no_pivot:
             k.mount(root, "/", None, k.MS_MOVE)
             os.chroot(".")
         else:

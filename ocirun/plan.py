@@ -84,7 +84,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.ns = namespaces.plan_namespaces(nslist)
     plan.has_mount_ns = "mount" in plan.ns.new or "mount" in plan.ns.paths
     if not plan.has_mount_ns:
-        raise NotSupported("linux.namespaces", "a container without a mount namespace")
+        _check_without_mount_ns(cfg, linux)
     plan.uid_maps = linux.get("uidMappings") or []
     plan.gid_maps = linux.get("gidMappings") or []
     if plan.ns.new_user and not (plan.uid_maps and plan.gid_maps):
@@ -133,6 +133,23 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.console_fd = -1
     plan.cgroup_join = None  # set by the runtime: cgroups.manager.SelfJoin
     return plan
+
+
+def _check_without_mount_ns(cfg: dict, linux: dict) -> None:
+    """No mount namespace: the container shares the runtime's (the spec's
+    "inherit"), its mounts are made there, under the rootfs, and removed at
+    delete, and the init chroots. What would change the host's own mounts
+    is refused (runc refuses masked/read-only paths too)."""
+    for key in ("maskedPaths", "readonlyPaths"):
+        if linux.get(key):
+            raise ConfigError(f"linux.{key}", "needs a mount namespace "
+                                              "(it would change the host's mounts)")
+    if linux.get("rootfsPropagation"):
+        raise ConfigError("linux.rootfsPropagation", "needs a mount namespace "
+                                                     "(it would change the host's mounts)")
+    if (cfg.get("root") or {}).get("readonly"):
+        raise ConfigError("root.readonly", "needs a mount namespace "
+                                           "(it would change the host's mounts)")
 
 
 def _check_sysctl(sysctl: dict, ns) -> None:

@@ -114,6 +114,96 @@ def test_without_namespaces_shares_host(oci, bundle):
         assert (got[t] == host_ns(t)) == (t != "mount"), t
 
 
+def _no_namespaces(bundle) -> None:
+    """Nothing in linux.namespaces: every one is the runtime's (the spec's
+    "inherit"), the mount namespace too."""
+    bundle.ns()
+    bundle.config["hostname"] = None
+    for key in ("maskedPaths", "readonlyPaths"):
+        bundle.linux.pop(key, None)
+    bundle.save()
+
+
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [ln.split()[4] for ln in f if ln.split()[4].startswith(path + "/")]
+
+
+def test_no_namespace_at_all_inherits_every_one(oci, bundle):
+    """runtime-tools' linux_ns_itype: the init's namespaces are the runtime's,
+    its root is the rootfs (chroot); its mounts are made in the runtime's
+    namespace under the rootfs and removed by delete, not before."""
+    _no_namespaces(bundle)
+    with open(os.path.join(bundle.rootfs, "marker"), "w") as f:
+        f.write("in the rootfs\n")
+    bundle.sh("cat /marker; " + ns_links_script(ALL))
+    cid = new_id()
+    oci.ok("create", "-b", bundle.path, cid)
+    pid = oci.state(cid)["pid"]
+    for t in ALL:
+        assert os.readlink(f"/proc/{pid}/ns/{PROC[t]}") == host_ns(t), t
+    assert os.readlink(f"/proc/{pid}/root") == bundle.rootfs
+    made = _mounts_under(bundle.rootfs)
+    assert bundle.rootfs + "/proc" in made and bundle.rootfs + "/dev/pts" in made, made
+    # exec shares them too, and is chrooted like the init
+    out = oci.ok("exec", cid, "sh", "-c", "cat /marker; " + ns_links_script(ALL))
+    got = parse_kv(out)
+    assert out.startswith("in the rootfs\n") and all(got[t] == host_ns(t) for t in ALL), out
+    oci.ok("start", cid)
+    oci.wait_status(cid, "stopped")
+    assert _mounts_under(bundle.rootfs) == made  # still there: delete removes them
+    oci.ok("delete", cid)
+    assert _mounts_under(bundle.rootfs) == []
+
+
+def test_no_mount_namespace_keeps_mounts_that_were_there(oci, bundle, tmp_path):
+    """A mount under the rootfs made before create (as an engine may) is not
+    the container's: delete leaves it."""
+    _no_namespaces(bundle)
+    bundle.args("true")
+    pre = os.path.join(bundle.rootfs, "mnt")
+    subprocess.run(["mount", "-t", "tmpfs", "pre", pre], check=True)
+    try:
+        r = oci.run(bundle)
+        assert r.rc == 0, r
+        assert _mounts_under(bundle.rootfs) == [pre]
+    finally:
+        subprocess.run(["umount", pre], check=True)
+
+
+def test_no_mount_namespace_failed_create_removes_its_mounts(oci, bundle):
+    _no_namespaces(bundle)
+    # the kernel refuses this one, after the first mounts are made
+    bundle.config["mounts"].append({"destination": "/late", "type": "tmpfs",
+                                    "source": "tmpfs", "options": ["size=nonsense"]})
+    bundle.save()
+    cid = new_id()
+    r = oci("create", "-b", bundle.path, cid)
+    assert r.rc != 0 and "Traceback" not in r.err and len(r.err.splitlines()) == 1, r
+    assert "/late" in r.err, r
+    assert _mounts_under(bundle.rootfs) == [] and oci.ids() == []
+
+
+@pytest.mark.parametrize("key, value, where", [
+    ("maskedPaths", ["/proc/kcore"], "linux.maskedPaths"),
+    ("readonlyPaths", ["/proc/sys"], "linux.readonlyPaths"),
+    ("rootfsPropagation", "rslave", "linux.rootfsPropagation"),
+    ("readonly", True, "root.readonly"),
+])
+def test_no_mount_namespace_refuses_what_would_change_host_mounts(oci, bundle, key, value, where):
+    _no_namespaces(bundle)
+    if key == "readonly":
+        bundle.config["root"]["readonly"] = True
+    else:
+        bundle.linux[key] = value
+    bundle.save()
+    cid = new_id()
+    line = oci.fail("create", "-b", bundle.path, cid)
+    assert line == (f"ocirun: config.json: {where}: needs a mount namespace "
+                    "(it would change the host's mounts)"), line
+    assert oci.ids() == [] and _mounts_under(bundle.rootfs) == []
+
+
 def test_pid_namespace_init_is_pid1(oci, bundle):
     bundle.sh("echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
     out = run_out(oci, bundle).split("\n")

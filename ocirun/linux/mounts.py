@@ -409,3 +409,68 @@ def readonly_path(path: str) -> None:
 
 def remount_root_readonly() -> None:
     _sys().mount_setattr(-100, "/", 0, _ATTR_RDONLY, 0)
+
+
+# ---------------------------------------------------------------------------
+# Without a mount namespace (runtime side): the container's mounts are made
+# in the runtime's own namespace, under the rootfs; delete removes them.
+# ---------------------------------------------------------------------------
+def ids_under(root: str) -> dict[int, str]:
+    """Mount id -> mount point, for the runtime's mounts at or below root."""
+    prefix = root.rstrip("/") + "/"
+    out = {}
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" ", 5)
+            point = _unoctal(fields[4].decode(errors="surrogateescape"))
+            if point == root or point.startswith(prefix):
+                out[int(fields[0])] = point
+    return out
+
+
+def _unoctal(s: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    if "\\" not in s:
+        return s
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def detach_new_under(root: str, before: set[int] | list[int]) -> None:
+    """Lazily unmount what was mounted at or below root since `before` (the
+    ids then). Each mount point is resolved inside root (a symlink planted
+    by the container cannot point the unmount at a host mount) and unmounted
+    through its fd; stacked mounts take one round each."""
+    k = _sys()
+    before = set(before)
+    try:
+        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for _ in range(64):
+            new = sorted((p for i, p in ids_under(root).items() if i not in before),
+                         key=len)
+            if not new:
+                return
+            for point in new:
+                try:
+                    fd = resolve(rootfd, point[len(root):], nofollow_last=True)
+                except OSError:
+                    continue  # gone already (under a detached parent)
+                try:
+                    k.umount2(fdpath(fd), k.MNT_DETACH)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        raise OciError(f"cannot remove the container's mounts under {root}")
+    finally:
+        os.close(rootfd)
