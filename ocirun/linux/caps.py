@@ -145,6 +145,25 @@ def keep_caps() -> None:
     k.set_keepcaps(True)
 
 
+def _capset_failure(k, cs: CapSets, e: OSError) -> str:
+    """Name what the runtime cannot grant (a capability outside its own
+    permitted set, e.g. dropped from the host's bounding set), not the
+    whole request."""
+    why = f"capset: {os.strerror(e.errno)}"
+    extra = CapSets(effective=cs.effective & ~cs.permitted)
+    if extra.effective:
+        return f"{why}: effective {', '.join(extra.names('effective'))} not in permitted"
+    try:
+        have = k.capget()[1]
+    except OSError:
+        return why
+    missing = CapSets(permitted=cs.permitted & ~have)
+    if missing.permitted:
+        return (f"{why}: {', '.join(missing.names('permitted'))} not in the runtime's own "
+                "permitted capabilities (e.g. dropped from the host's bounding set)")
+    return why
+
+
 def apply(cs: CapSets) -> None:
     """Set effective/permitted/inheritable exactly, then raise ambient.
 
@@ -157,10 +176,7 @@ def apply(cs: CapSets) -> None:
     try:
         k.capset(cs.effective, cs.permitted, cs.inheritable)
     except OSError as e:
-        raise ConfigError("process.capabilities",
-                          f"capset: {os.strerror(e.errno)} (effective {cs.names('effective')}, "
-                          f"permitted {cs.names('permitted')}, inheritable "
-                          f"{cs.names('inheritable')})") from None
+        raise ConfigError("process.capabilities", _capset_failure(k, cs, e)) from None
     k.ambient_clear_all()
     amb = cs.ambient
     for cap in range(last_cap() + 1):
