@@ -1,18 +1,16 @@
 """The container lifecycle (runtime.md): create, start, run, kill, delete,
 state, list. This is the library API; cli.py is a thin shell over it.
 
-create forks the init with one clone() (see linux/namespaces.py), serves
-its requests over the sync socket (id maps, cgroup join, runtime hooks,
-state), and returns once the init says "created"; anything that fails on
-the way is undone: process, cgroup, state dir.
+A Container is a handle on <root>/<id>. The create sequence itself lives in
+creation.py, so that start, kill, delete and state (one short process per
+engine call) load none of it.
 """
 import os
 
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
 from ocirun import OCI_VERSION
-from ocirun.statedir import (StateDir, default_root, is_init, list_ids, proc_mnt_ns,
-                             proc_start_time, write_pid_file)
+from ocirun.statedir import StateDir, default_root, is_init, list_ids
 
 
 def cgroup_manager(data: dict):
@@ -33,12 +31,6 @@ def _guess_cgroup_manager(cid: str):
         return mgr if mgr.exists() else None
     except Exception:
         return None
-
-
-def _now_rfc3339() -> str:
-    import time
-    t = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 10**9)) + f".{t % 10**9:09d}Z"
 
 
 def oci_state(data: dict, status: str) -> dict:
@@ -103,212 +95,14 @@ class Container:
         data = self._data()
         return oci_state(data, self.sd.status())
 
-    # -- create -----------------------------------------------------------------
+    # -- create (the sequence is in create.py) ------------------------------------
     @classmethod
     def create(cls, cid: str, bundle: str = ".", root: str | None = None,
-               opts: CreateOptions | None = None, _foreground: bool = False) -> "Container":
-        opts = opts or CreateOptions()
-        c = cls(cid, root)
-        layout = None
-        prewarm = 0
-        if opts.cgroup_manager != "disabled" and os.geteuid() == 0:
-            from ocirun import cgroups
-            layout = cgroups.detect()
-            if _fence_ahead(layout, opts):
-                prewarm = _start_prewarm()
-        try:
-            return cls._create(c, bundle, opts, _foreground, layout)
-        finally:
-            _reap_prewarm(prewarm)
+               opts: "CreateOptions | None" = None, _foreground: bool = False) -> "Container":
+        """Create the container and return its handle; the init waits for start."""
+        from ocirun.creation import create
+        return create(cls(cid, root), bundle, opts or CreateOptions(), _foreground)
 
-    @classmethod
-    def _create(cls, c: "Container", bundle: str, opts: CreateOptions,
-                _foreground: bool, layout=None) -> "Container":
-        from ocirun import plan as planmod, spec
-        from ocirun.linux import namespaces
-        cid = c.id
-        bundle = os.path.abspath(bundle)
-        cfg = spec.load(bundle, opts.config)
-        _socket_activation(cfg)
-        plan = planmod.build(cfg, bundle, no_pivot=opts.no_pivot,
-                             no_new_keyring=opts.no_new_keyring,
-                             preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
-        namespaces.check_paths(plan.ns, plan.linux.get("namespaces") or [])
-        planmod.check_hook_paths(plan.hooks)
-        _prepare_security(plan, cfg, c.root)
-        if plan.net_devices:
-            from ocirun.linux import netdev
-            netdev.check_host(plan.net_devices)
-        if plan.process.terminal or opts.console_socket:
-            from ocirun.linux import terminal
-            terminal.check_terminal_args(plan.process.terminal, opts.console_socket,
-                                         detach=not _foreground)
-            if opts.console_socket:
-                terminal.check_console_socket(opts.console_socket)
-        mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
-        c.sd.make()
-        data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
-                "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
-                "annotations": cfg.get("annotations") or {}, "hooks": plan.hooks,
-                "config": cfg,
-                "cgroup": mgr.to_state() if mgr is not None else None}
-        if not plan.has_mount_ns:
-            # its mounts land in our namespace, under the rootfs: remember
-            # what was there, so that delete (or a failed create) removes
-            # exactly what the container added
-            from ocirun.linux import mounts
-            data["host_mounts"] = {"root": plan.rootfs,
-                                   "before": sorted(mounts.ids_under(plan.rootfs))}
-        pid = 0
-        try:
-            c.sd.save(data)
-            if plan.wait_fifo:
-                os.mkfifo(c.sd.fifo)
-                os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
-            if opts.console_socket:
-                from ocirun.linux import terminal
-                plan.console_fd = terminal.connect_console(opts.console_socket)
-            pid = c._spawn_and_serve(plan, data, mgr, opts)
-        except BaseException:
-            c._undo_create(pid, mgr)
-            raise
-        finally:
-            if plan.console_fd >= 0:
-                os.close(plan.console_fd)
-        c.pid = pid
-        c._mgr = mgr
-        c.sd.unlock()
-        return c
-
-    def _spawn_and_serve(self, plan, data: dict, mgr, opts: CreateOptions) -> int:
-        from ocirun.sync import Sync
-        join = resources = None
-        if mgr is not None:
-            # built before the fork: the parent's writes after it copy pages
-            resources = _resources_with_default_devices(plan.linux.get("resources"))
-            # before the clone: the init can then enter it by itself (SelfJoin)
-            mgr.create()
-            join = mgr.self_join()
-        plan.cgroup_join = join
-        try:
-            parent, child = Sync.pair()
-            dirfd = os.open(self.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                pid = _spawn(plan, child, parent, dirfd, self.sd)
-            except BaseException:
-                parent.close()
-                raise
-            finally:
-                child.close()
-                os.close(dirfd)
-        finally:
-            if join is not None:
-                join.close()  # the init has its own copies
-        self._sync = parent
-        data["pid"] = pid
-        try:
-            if mgr is not None:  # while the init sets up its mounts
-                mgr.apply(resources)
-            pid = self._serve(plan, data, mgr, pid)
-            data["pid"] = pid
-            data["start_time"] = proc_start_time(pid)
-            if plan.has_mount_ns:
-                data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
-            data.pop("status", None)
-            self.sd.save(data)
-            if opts.pid_file:
-                write_pid_file(os.path.abspath(opts.pid_file), pid)
-            parent.send("ok")
-        except BaseException:
-            parent.close()
-            self._sync = None
-            raise
-        if plan.wait_fifo:
-            parent.close()
-            self._sync = None
-        return pid
-
-    def _serve(self, plan, data: dict, mgr, pid: int) -> int:
-        """Answer the init's requests until it says "created"."""
-        from ocirun.sync import PeerGone
-        try:
-            return self._serve_requests(plan, data, mgr, pid)
-        except PeerGone:  # it died between two messages
-            raise OciError(_death_reason(data["pid"])) from None
-
-    def _serve_requests(self, plan, data: dict, mgr, pid: int) -> int:
-        sync = self._sync
-        while True:
-            verb, payload, fds = sync.recv()
-            if verb == "created":
-                return pid
-            if verb == "maps":
-                from ocirun.linux.namespaces import write_id_maps
-                write_id_maps(pid, plan.uid_maps, plan.gid_maps)
-            elif verb == "pid":  # slow path: the real init is a second child
-                middle, pid = pid, int(payload)
-                os.waitpid(middle, 0)
-                data["pid"] = pid
-                continue  # no reply: the middle child is gone
-            elif verb == "netns":  # its network namespace, for linux.netDevices
-                from ocirun.linux import netdev
-                try:
-                    netdev.move_all(plan.net_devices, fds[0])
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-            elif verb == "join":
-                if mgr is not None:  # what the init does not enter by itself
-                    mgr.add_pid(pid, skip=plan.cgroup_join.done if plan.cgroup_join else ())
-            elif verb == "hooks":
-                from ocirun.hooks import run_hooks
-                st = oci_state(data, "creating")
-                run_hooks(plan.hooks.get("prestart"), "prestart", st)
-                run_hooks(plan.hooks.get("createRuntime"), "createRuntime", st)
-            elif verb == "state":
-                from ocirun.jsonutil import dumps
-                sync.send("ok", dumps(oci_state(data, "creating")))
-                continue
-            elif verb == "console":  # foreground run with a terminal: we proxy it
-                self._console = fds[0]
-                from ocirun.linux import terminal
-                terminal.copy_size(0, self._console)
-            elif verb == "seccomp":
-                from ocirun.linux import seccomp
-                try:
-                    seccomp.send_listener(plan.linux["seccomp"]["listenerPath"], fds[0],
-                                          oci_state(data, "creating"),
-                                          plan.linux["seccomp"].get("listenerMetadata", ""))
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-            elif verb == "error":
-                raise OciError(payload.decode(errors="replace"))
-            elif verb == "":
-                raise OciError(_death_reason(pid))
-            else:
-                raise OciError(f"internal: unexpected message {verb!r} from the container init")
-            sync.send("ok")
-
-    def _undo_create(self, pid: int, mgr) -> None:
-        """Remove everything a failed create made (process, cgroup, state)."""
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
-        data = self.sd.load() or {}
-        pid = pid or data.get("pid", 0)
-        if pid:
-            _kill_and_reap(pid)
-        if mgr is not None:
-            try:
-                mgr.kill_all(9)
-                mgr.destroy()
-            except Exception as e:  # keep the original error; say what is left
-                log.warn(f"cleanup of cgroup failed: {e}")
-        _remove_host_mounts(data)
-        self.sd.remove()
-
-    # -- start / run ------------------------------------------------------------
     def start(self) -> None:
         self.sd.lock()
         try:
@@ -425,184 +219,6 @@ def _warn_hooks(data: dict, kind: str, status: str) -> None:
     if hooks:
         from ocirun.hooks import run_hooks_warn
         run_hooks_warn(hooks, kind, oci_state(data, status), log.warn)
-
-
-_SCHED_PROCESS = ("ioPriority", "scheduler", "execCPUAffinity")
-_SCHED_LINUX = ("personality", "memoryPolicy")
-
-
-def _prepare_security(plan, cfg: dict, root: str) -> None:
-    """Parse capabilities, compile seccomp, check LSMs and the scheduling
-    extras before the fork, and load what the init will need after
-    pivot_root."""
-    proc = cfg["process"]
-    if any(proc.get(f) is not None for f in _SCHED_PROCESS) or \
-            any(plan.linux.get(f) is not None for f in _SCHED_LINUX):
-        from ocirun.linux import sched
-        sched.validate(proc, plan.linux)
-        plan.process.sched = plan.linux
-    # no capabilities object means no capabilities at all (as runc)
-    from ocirun.linux import caps
-    plan.process.caps = caps.parse(proc.get("capabilities"), "process.capabilities",
-                                   warn=log.warn)
-    from ocirun.kernel import capability  # noqa: F401  (the init uses it after pivot_root)
-    sc = plan.linux.get("seccomp")
-    if sc is not None:
-        from ocirun.linux import seccomp
-        plan.process.seccomp = seccomp.compile(sc, "linux.seccomp",
-                                               cache_dir=os.path.join(root, ".cache", "seccomp"))
-        from ocirun.kernel import seccomp as _kseccomp  # noqa: F401  (loaded before the fork)
-    if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
-        from ocirun.linux import lsm
-        lsm.check(proc, plan.linux)
-
-
-def _socket_activation(cfg: dict) -> None:
-    """systemd socket activation passes through, as in runc: when the
-    caller's LISTEN_PID is our pid, its LISTEN_FDS fds (3..3+N-1) go to the
-    process, whose env says LISTEN_FDS=N, LISTEN_PID=1; launch.exec_process
-    keeps them open, before the --preserve-fds ones."""
-    n = os.environ.get("LISTEN_FDS", "")
-    if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return
-    proc = cfg.get("process")
-    if not isinstance(proc, dict):
-        return
-    env = [e for e in proc.get("env") or [] if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-    proc["env"] = env + [f"LISTEN_FDS={int(n)}", "LISTEN_PID=1"]
-
-
-def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool,
-                        layout=None):
-    if opts.cgroup_manager == "disabled":
-        return None
-    from ocirun import cgroups
-    systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
-    mgr = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
-                              rootless=rootless or os.geteuid() != 0, layout=layout)
-    mgr.on_warning = log.warn
-    return mgr
-
-
-def _resources_with_default_devices(resources: dict | None) -> dict:
-    """The config's device rules, then the devices every container may use
-    (null, zero, tty, ptys ...), as runc appends them."""
-    from ocirun import cgroups
-    res = dict(resources or {})
-    res["devices"] = list(res.get("devices") or []) + cgroups.default_device_rules()
-    return res
-
-
-def _start_prewarm() -> int:
-    """Pay the cgroup migration fence in a short-lived child process, while
-    this one parses the config and the init sets up (see
-    cgroups.prewarm_migration). A process, not a thread: the raw clone()
-    of the init must not happen in a multi-threaded process."""
-    try:
-        pid = os.fork()
-    except OSError:
-        return 0
-    if pid == 0:
-        try:
-            from ocirun import cgroups
-            cgroups.prewarm_migration()
-        finally:
-            os._exit(0)
-    return pid
-
-
-def _reap_prewarm(pid: int) -> None:
-    if pid:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int:
-    """clone() the init with the planned namespaces; returns its pid."""
-    from ocirun import init  # noqa: F401  (its imports must happen before the fork)
-    if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
-        from ocirun import hooks  # noqa: F401  (run by the init after pivot_root)
-    from ocirun.kernel import syscalls as k
-    from ocirun.linux import namespaces as nsmod
-    ns = plan.ns
-    restore: list[tuple[int, int]] = []
-    try:
-        if ns.parent_pid_path:
-            restore.append((os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC),
-                            k.CLONE_NEWPID))
-            nsmod.join(ns.parent_pid_path, "pid")
-        if ns.parent_time_path or ns.new_time_in_parent:
-            restore.append((os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC),
-                            k.CLONE_NEWTIME))
-            if ns.parent_time_path:
-                nsmod.join(ns.parent_time_path, "time")
-            else:
-                k.unshare(k.CLONE_NEWTIME)
-                if plan.time_offsets:
-                    nsmod.write_time_offsets(plan.time_offsets)
-        import gc
-        gc.freeze()  # keep the child's copy-on-write pages few
-        pid = _clone(ns.clone_flags, plan.cgroup_join)
-    except BaseException:
-        _restore_ns(restore)
-        raise
-    if pid == 0:
-        parent_sync.close()
-        sd.unlock()
-        from ocirun.init import child_main
-        child_main(plan, child_sync, state_dirfd)
-    _restore_ns(restore)
-    return pid
-
-
-def _clone(flags: int, join) -> int:
-    """clone(), straight into the cgroup2 part of the container's cgroup when
-    the manager offers it (see cgroups.manager.SelfJoin)."""
-    from ocirun.kernel import syscalls as k
-    if join is not None and join.into_fd >= 0:
-        try:
-            return k.clone_into_cgroup(flags, join.into_fd)
-        except OSError:
-            join.clone_failed()  # old kernel: the parent writes the pid instead
-    return k.clone(flags)
-
-
-def _fence_ahead(layout, opts: CreateOptions) -> bool:
-    """Will a cgroup.procs write by pid (and its RCU fence) be needed? Only
-    for cgroup v2 and systemd; v1 and hybrid hosts join without one."""
-    return layout.mode == "v2" or opts.systemd_cgroup or opts.cgroup_manager == "systemd"
-
-
-def _restore_ns(restore: list[tuple[int, int]]) -> None:
-    from ocirun.kernel import syscalls as k
-    for fd, t in restore:
-        try:
-            k.setns(fd, t)
-        finally:
-            os.close(fd)
-
-
-def _death_reason(pid: int) -> str:
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return "container init exited unexpectedly"
-    if os.WIFSIGNALED(status):
-        return f"container init was killed by signal {os.WTERMSIG(status)} during create"
-    return f"container init exited with status {os.WEXITSTATUS(status)} during create"
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        _wait_gone(pid)
 
 
 def _signal_pid(pid: int, data: dict, sig: int, missing_ok: bool = False) -> None:

@@ -104,7 +104,8 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
             opts: ExecOptions | None = None) -> int:
     """Run proc_cfg in container cid; the exit status (0 at once with detach)."""
     from ocirun import plan as planmod
-    from ocirun.container import Container, _prepare_security, cgroup_manager, oci_state
+    from ocirun.container import Container, cgroup_manager, oci_state
+    from ocirun.creation import prepare_security
     opts = opts or ExecOptions()
     c = Container(cid, root)
     data = c._data()
@@ -118,11 +119,11 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
     if not pplan.args:
         raise ConfigError("args", "must name the program to run", "process")
 
-    class _P:  # what _prepare_security needs of a plan
+    class _P:  # what prepare_security needs of a plan
         process = pplan
         linux = cfg.get("linux") or {}
 
-    _prepare_security(_P, dict(cfg, process=proc_cfg), c.root)
+    prepare_security(_P, dict(cfg, process=proc_cfg), c.root)
     if pplan.terminal or opts.console_socket:
         from ocirun.linux import terminal
         terminal.check_terminal_args(pplan.terminal, opts.console_socket, opts.detach)
@@ -134,16 +135,16 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
     join = mgr.self_join() if mgr is not None and not opts.cgroup else None
     prewarm = 0
     if mgr is not None and os.geteuid() == 0 and (join is None or not join.complete):
-        from ocirun.container import _start_prewarm
-        prewarm = _start_prewarm()
+        from ocirun.creation import start_prewarm
+        prewarm = start_prewarm()
     try:
         return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st), join)
     finally:
         if join is not None:
             join.close()
         if prewarm:
-            from ocirun.container import _reap_prewarm
-            _reap_prewarm(prewarm)
+            from ocirun.creation import reap_prewarm
+            reap_prewarm(prewarm)
 
 
 def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
@@ -186,8 +187,8 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         import gc
         gc.freeze()
         try:
-            from ocirun.container import _clone
-            pid = _clone(0, join)
+            from ocirun.creation import clone_child
+            pid = clone_child(0, join)
         except OSError as e:
             if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
                 raise StateError("cannot exec: the container is no longer running") from None

@@ -85,7 +85,7 @@ class Init:
             self.join_cgroup()
             self.ask("hooks")
         if plan.hooks.get("createContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see _spawn)
+            from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
             st = dict(self.get_state(), status="created")
             run_hooks(plan.hooks["createContainer"], "createContainer", st)
         if plan.mounts_later or plan.ns.new_cgroup:
@@ -118,7 +118,7 @@ class Init:
         self.sync.expect("ok")
         self.wait_for_start()
         if plan.hooks.get("startContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see _spawn)
+            from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
             run_hooks(plan.hooks["startContainer"], "startContainer",
                             dict(self.get_state(), status="created"))
         exec_process(proc, exe, env)

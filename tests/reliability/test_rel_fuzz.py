@@ -111,13 +111,13 @@ def mutated(draw):
 
 def library_create_checks(cfg, bundle: str) -> None:
     """Everything create does before it makes anything, in order."""
-    from ocirun import cgroups, container
+    from ocirun import cgroups, creation
     from ocirun.linux import namespaces
     spec.validate(cfg, spec.Checker())
     p = planmod.build(cfg, bundle)
     namespaces.check_paths(p.ns, p.linux.get("namespaces") or [])
     planmod.check_hook_paths(p.hooks)
-    container._prepare_security(p, cfg, bundle)  # root: where the seccomp cache lives
+    creation.prepare_security(p, cfg, bundle)  # root: where the seccomp cache lives
     cgroups.new_manager(p.linux.get("cgroupsPath"), "fuzz", rootless=False)
 
 
