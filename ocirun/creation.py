@@ -67,9 +67,8 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         # its mounts land in our namespace, under the rootfs: remember
         # what was there, so that delete (or a failed create) removes
         # exactly what the container added
-        from ocirun.linux import mounts
-        data["host_mounts"] = {"root": plan.rootfs,
-                               "before": sorted(mounts.ids_under(plan.rootfs))}
+        from ocirun.linux.mountinfo import ids_under
+        data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
     pid = 0
     try:
         c.sd.save(data)

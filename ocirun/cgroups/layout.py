@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import os
 
+from ocirun.linux.mountinfo import unescape
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 # v1 controllers ocirun knows how to drive (others are still joined, never written).
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer",
                   "blkio", "pids", "hugetlb", "net_cls", "net_prio", "perf_event",
                   "rdma", "misc")
-
-
-def _unescape(s: str) -> str:
-    """mountinfo octal escapes (\\040 for space ...)."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and s[i + 1:i + 4].isdigit() and len(s[i + 1:i + 4]) == 3:
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 class Hierarchy:
@@ -111,7 +98,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
             fields = line.split()
             sep = fields.index("-")
             fstype = fields[sep + 1]
-            root, mnt = _unescape(fields[3]), _unescape(fields[4])
+            root, mnt = unescape(fields[3]), unescape(fields[4])
             if fstype == "cgroup2":
                 # prefer the canonical mountpoint if cgroup2 is mounted twice
                 if unified is None or mnt in (CGROUP_ROOT, CGROUP_ROOT + "/unified"):

@@ -415,39 +415,12 @@ def remount_root_readonly() -> None:
 # Without a mount namespace (runtime side): the container's mounts are made
 # in the runtime's own namespace, under the rootfs; delete removes them.
 # ---------------------------------------------------------------------------
-def ids_under(root: str) -> dict[int, str]:
-    """Mount id -> mount point, for the runtime's mounts at or below root."""
-    prefix = root.rstrip("/") + "/"
-    out = {}
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split(b" ", 5)
-            point = _unoctal(fields[4].decode(errors="surrogateescape"))
-            if point == root or point.startswith(prefix):
-                out[int(fields[0])] = point
-    return out
-
-
-def _unoctal(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def detach_new_under(root: str, before: set[int] | list[int]) -> None:
     """Lazily unmount what was mounted at or below root since `before` (the
     ids then). Each mount point is resolved inside root (a symlink planted
     by the container cannot point the unmount at a host mount) and unmounted
     through its fd; stacked mounts take one round each."""
+    from ocirun.linux.mountinfo import ids_under
     k = _sys()
     before = set(before)
     try:

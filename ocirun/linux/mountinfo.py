@@ -1,0 +1,31 @@
+"""/proc/self/mountinfo (proc(5)): its field escapes, and the mounts below
+a path. Shared by the cgroup layout detection and the mounts code."""
+from __future__ import annotations
+
+
+def unescape(s: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 for a space, \\134 for a backslash...)."""
+    if "\\" not in s:
+        return s
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and s[i + 1:i + 4].isdigit() and len(s[i + 1:i + 4]) == 3:
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def ids_under(root: str, path: str = "/proc/self/mountinfo") -> dict[int, str]:
+    """Mount id -> mount point, for the mounts at or below root."""
+    prefix = root.rstrip("/") + "/"
+    out = {}
+    with open(path, "rb") as f:
+        for line in f:
+            fields = line.split(b" ", 5)
+            point = unescape(fields[4].decode(errors="surrogateescape"))
+            if point == root or point.startswith(prefix):
+                out[int(fields[0])] = point
+    return out
