@@ -294,8 +294,7 @@ class Init:
         import _signal
         # Until execve, the init is PID 1 and ignores unhandled signals: make
         # `kill` of a created container behave as it would for the process.
-        for sig in _TERMINATING:
-            _signal.signal(sig, _die)
+        _set_handlers(_signal, _die)
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.state_dirfd)
         os.close(self.state_dirfd)
         self.state_dirfd = -1
@@ -303,11 +302,20 @@ class Init:
         # keep fd: it closes at execve (O_CLOEXEC), which `start` waits for
         self.fifo_fd = fd
         self.sync.close()
-        for sig in _TERMINATING:
-            _signal.signal(sig, _signal.SIG_DFL)
+        _set_handlers(_signal, _signal.SIG_DFL)
 
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
+
+
+def _set_handlers(_signal, handler) -> None:
+    """(After the seccomp filter: a profile may refuse rt_sigaction; the
+    waiting init then simply keeps PID 1's default of ignoring signals.)"""
+    for sig in _TERMINATING:
+        try:
+            _signal.signal(sig, handler)
+        except OSError:
+            pass
 
 
 def _die(signum, frame):
