@@ -297,6 +297,10 @@ def test_update_running_container(oci, bundle, driver):
     assert mem_limit(pid) == 40 * MiB
     oci.ok("update", "--memory", "1g", cid)
     assert mem_limit(pid) == 1 << 30
+    # shares (runc's conversion to cpu.weight on v2: 512 -> 20)
+    oci.ok("update", "--cpu-share", "512", cid, global_args=gargs(driver))
+    assert cg_read(pid, "cpu", "cpu.weight" if IS_V2 else "cpu.shares") == \
+        ("20" if IS_V2 else "512")
 
 
 def test_update_bad_input_changes_nothing(oci, bundle):
