@@ -78,6 +78,8 @@ class Init:
         # nothing in the container may open our /proc/<pid>/exe or fds
         k.prctl(k.PR_SET_DUMPABLE, 0)
         self.setup_namespaces(k)
+        if "network" in plan.ns.new:
+            nsmod.loopback_up()
         if plan.net_devices:
             self.send_netns()
         self.setup_rootfs(k)

@@ -204,6 +204,12 @@ def test_no_mount_namespace_refuses_what_would_change_host_mounts(oci, bundle, k
     assert oci.ids() == [] and _mounts_under(bundle.rootfs) == []
 
 
+def test_new_network_namespace_has_loopback_up(oci, bundle):
+    """As runc and crun: lo is up in a new network namespace."""
+    bundle.sh("cat /sys/class/net/lo/flags")
+    assert int(run_out(oci, bundle), 16) & 1  # IFF_UP
+
+
 def test_pid_namespace_init_is_pid1(oci, bundle):
     bundle.sh("echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
     out = run_out(oci, bundle).split("\n")

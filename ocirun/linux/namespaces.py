@@ -229,6 +229,28 @@ def _write(path: str, data: str) -> None:
         raise OciError(f"cannot write {what} ({data.strip()!r}): {e.strerror}") from None
 
 
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 1
+
+
+def loopback_up() -> None:
+    """A new network namespace gets its `lo` up (runc and crun do the same);
+    two ioctls on a throwaway socket, cheaper than a netlink round trip."""
+    import _socket
+    import fcntl
+    try:
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        try:
+            ifr = bytearray(b"lo".ljust(16, b"\0") + bytes(24))
+            fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifr)
+            flags = int.from_bytes(ifr[16:18], "little") | _IFF_UP
+            ifr[16:18] = flags.to_bytes(2, "little")
+            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, ifr)
+        finally:
+            s.close()
+    except OSError as e:
+        raise OciError(f"cannot bring up the loopback device: {e.strerror}") from None
+
+
 def write_time_offsets(offsets: dict) -> None:
     """linux.timeOffsets into the time namespace our children will enter."""
     lines = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n"
