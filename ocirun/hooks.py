@@ -1,7 +1,10 @@
 """The six hook kinds (config.md "POSIX-platform Hooks").
 
-Each hook gets the container state JSON on stdin, its own args and env
-(and nothing else), and is killed after `timeout` seconds. Who runs which:
+Each hook gets the container state JSON on stdin, its own args and env,
+and is killed after `timeout` seconds. A hook without an `env` key that runs
+in the runtime namespace inherits the runtime's environment (as with runc
+and crun); one with `"env": []` gets none, and so do the hooks run by the
+init, in the container. Who runs which:
   prestart, createRuntime   the runtime, in the runtime namespace, during create
   createContainer           the init, in the container namespaces, before pivot_root
   startContainer            the init, in the container, just before execve
@@ -22,7 +25,7 @@ def run_hooks(hooks: list[dict] | None, kind: str, state: dict) -> None:
         return
     data = dumps(state).encode()
     for i, h in enumerate(hooks):
-        run_one(h, data, f"{kind}[{i}]")
+        run_one(h, data, f"{kind}[{i}]", inherit_env=kind in _RUNTIME_KINDS)
 
 
 def run_hooks_warn(hooks: list[dict] | None, kind: str, state: dict, log) -> None:
@@ -32,15 +35,22 @@ def run_hooks_warn(hooks: list[dict] | None, kind: str, state: dict, log) -> Non
     data = dumps(state).encode()
     for i, h in enumerate(hooks):
         try:
-            run_one(h, data, f"{kind}[{i}]")
+            run_one(h, data, f"{kind}[{i}]", inherit_env=kind in _RUNTIME_KINDS)
         except OciError as e:
             log(f"warning: {e}")
 
 
-def run_one(hook: dict, stdin: bytes, where: str) -> None:
+_RUNTIME_KINDS = ("prestart", "createRuntime", "poststart", "poststop")
+
+
+def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> None:
     path = hook["path"]
     args = hook.get("args") or [path]
-    env = hook.get("env") or []
+    env = hook.get("env")
+    if env is None:
+        env = os.environ if inherit_env else {}
+    else:
+        env = dict(e.split("=", 1) for e in env if "=" in e)
     timeout = hook.get("timeout")
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -52,7 +62,7 @@ def run_one(hook: dict, stdin: bytes, where: str) -> None:
     if pid == 0:  # child: stdin from the pipe, stdout/stderr inherited
         try:
             os.dup2(r, 0)
-            os.execve(path, args, dict(e.split("=", 1) for e in env if "=" in e))
+            os.execve(path, args, env)
         except OSError as e:
             os.write(2, f"ocirun: hook {where} {path}: {e.strerror}\n".encode())
         os._exit(127)

@@ -151,6 +151,30 @@ def test_several_hooks_of_a_kind_run_in_order(oci, bundle, hookenv):
     assert order(hookenv) == ["first", "second"]
 
 
+@pytest.mark.parametrize("kind", ["prestart", "createRuntime", "poststart", "poststop"])
+def test_runtime_hook_without_env_inherits_the_runtimes(oci, bundle, tmp_path, kind):
+    """runc and crun: no "env" key means the runtime's environment (Go's
+    exec.Cmd with a nil Env); "env": [] means an empty one."""
+    bundle.config["hooks"] = {kind: [
+        {"path": "/bin/sh", "args": ["sh", "-c", f'echo "[$OCIRUN_T]" > {tmp_path}/none']},
+        {"path": "/bin/sh", "args": ["sh", "-c", f'echo "[$OCIRUN_T]" > {tmp_path}/empty'],
+         "env": []}]}
+    bundle.args("true")
+    r = oci.run(bundle, new_id(), env=dict(os.environ, OCIRUN_T="from-the-runtime"))
+    assert r.rc == 0, r
+    assert (tmp_path / "none").read_text() == "[from-the-runtime]\n"
+    assert (tmp_path / "empty").read_text() == "[]\n"
+
+
+def test_container_hook_without_env_gets_none(oci, bundle, hookenv):
+    bundle.config["hooks"] = {"createContainer": [
+        {"path": hookenv["host"], "args": ["h", "createContainer", str(hookenv["out"])]}]}
+    bundle.args("true")
+    r = oci.run(bundle, new_id(), env=dict(os.environ, OCIRUN_T="from-the-runtime"))
+    assert r.rc == 0, r
+    assert "OCIRUN_T" not in read(hookenv, "createContainer.env")
+
+
 def test_hook_argv0_is_args0(oci, bundle, tmp_path):
     out = tmp_path / "argv0"
     bundle.config["hooks"] = {"createRuntime": [
