@@ -97,11 +97,30 @@ def test_device_mode_not_masked_by_umask(oci, bundle):
     assert stats(run_out(oci, bundle))["/dev/open"][3] == "666"
 
 
-def test_device_outside_dev_refused(oci, bundle):
-    bundle.linux["devices"] = [{"path": "/etc/evil", "type": "c", "major": 1, "minor": 3}]
+def test_device_outside_dev_is_made_inside_the_rootfs(oci, bundle):
+    """config-linux.md: the path "MAY be anywhere in the container
+    filesystem, notably outside of /dev"; a symlink in the rootfs cannot
+    send it to the host."""
+    os.symlink("/", os.path.join(bundle.rootfs, "escape"))
+    bundle.linux["devices"] = [
+        {"path": "/foo-dev", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600},
+        {"path": "/opt/sub/null2", "type": "c", "major": 1, "minor": 3},
+        {"path": "/escape/ocirun-escaped-dev", "type": "c", "major": 1, "minor": 3}]
+    bundle.save()
+    bundle.sh(f"{STAT} /foo-dev /opt/sub/null2 /ocirun-escaped-dev; echo hi > /opt/sub/null2")
+    st = stats(run_out(oci, bundle))
+    assert st["/foo-dev"][:4] == ["character special file", "1", "3", "600"], st
+    assert st["/opt/sub/null2"][:3] == ["character special file", "1", "3"], st
+    assert "/ocirun-escaped-dev" in st  # resolved inside the rootfs ...
+    assert not os.path.exists("/ocirun-escaped-dev")  # ... never on the host
+
+
+@pytest.mark.parametrize("path", ["relative/dev", "/dev/../../x", "/"])
+def test_device_path_must_be_absolute_and_inside(oci, bundle, path):
+    bundle.linux["devices"] = [{"path": path, "type": "c", "major": 1, "minor": 3}]
     bundle.save()
     line = oci.fail("create", "-b", bundle.path, new_id())
-    assert "config.json: linux.devices[0].path" in line
+    assert "config.json: linux.devices[0].path" in line, line
     assert oci.ids() == []
 
 

@@ -39,8 +39,11 @@ def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
             out[path] = Device(path, _TYPES[t] | 0o666, ma, mi, 0, 0)
     for i, d in enumerate(devices):
         path = d["path"]
-        if not path.startswith("/dev/") or ".." in path.split("/"):
-            raise ConfigError(f"linux.devices[{i}].path", f"must be under /dev: {path!r}")
+        # "MAY be anywhere in the container filesystem, notably outside of
+        # /dev" (config-linux.md); it is made inside the rootfs whatever it says
+        if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
+            raise ConfigError(f"linux.devices[{i}].path",
+                              f"must be an absolute path inside the container: {path!r}")
         mode = d.get("fileMode")
         out[path] = Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
                            d.get("major", 0), d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
