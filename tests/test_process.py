@@ -182,6 +182,20 @@ def test_stdio_inherited(oci, bundle):
     assert r.err == "to-stderr\n"
 
 
+def test_stdio_given_to_the_process_user(oci, bundle):
+    """As runc: the stdio fds are chowned to process.user.uid (so a non-root
+    process can reopen /dev/stdout, a pipe here); /dev/null is left alone."""
+    import subprocess
+    from ocitest import OCIRUN
+    bundle.process["user"] = {"uid": 1000, "gid": 1000}
+    bundle.sh("stat -L -c %u /proc/self/fd/0 /proc/self/fd/1; echo reopened > /dev/stdout")
+    p = subprocess.run([OCIRUN, "--root", oci.root, "run", "-b", bundle.path, new_id()],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p
+    assert p.stdout.split() == ["0", "1000", "reopened"], p
+    assert os.stat("/dev/null").st_uid == 0
+
+
 def test_only_stdio_fds_reach_the_process(oci, bundle):
     bundle.args("ls", "/proc/self/fd")
     fds = sorted(int(x) for x in run_out(oci, bundle).split())
