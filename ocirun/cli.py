@@ -227,7 +227,8 @@ def _ids_matching(pattern: str, root: str | None) -> list[str]:
         rx = re.compile(pattern)
     except re.error as e:
         raise _usage_error(f"invalid regular expression {pattern!r}: {e}") from None
-    return [i for i in list_ids(root or default_root()) if rx.fullmatch(i)]
+    # unanchored, as crun (regexec): anchor with ^ and $ for a whole id
+    return [i for i in list_ids(root or default_root()) if rx.search(i)]
 
 
 def dispatch(cmd: str, rest: list[str], g: Args) -> int:

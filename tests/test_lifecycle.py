@@ -223,3 +223,17 @@ def test_library_api(tmp_path, bundle):
     assert ocirun.run("api2", bundle.path, root=root) == 7
     with pytest.raises(ocirun.ContainerNotFound):
         ocirun.state("api2", root=root)
+
+
+def test_kill_and_delete_regex_match_as_crun(oci, bundle):
+    """crun's --regex: an unanchored POSIX-style match; ^...$ for whole ids."""
+    bundle.args("sleep", "100")
+    for cid in ("rxa1", "rxa2", "rxb1"):
+        oci.ok("create", "-b", bundle.path, cid)
+    oci.ok("delete", "--force", "--regex", "^rxa1$")
+    assert oci.ids() == ["rxa2", "rxb1"]
+    oci.ok("kill", "--regex", "xb", "KILL")
+    oci.wait_status("rxb1", "stopped")
+    assert oci.state("rxa2")["status"] == "created"
+    oci.ok("delete", "--force", "--regex", "rx")  # both, unanchored
+    assert oci.ids() == []
