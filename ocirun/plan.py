@@ -164,6 +164,8 @@ def _check_sysctl(sysctl: dict, ns) -> None:
         elif k in ("kernel.hostname", "kernel.domainname"):
             if "uts" not in have:
                 raise ConfigError(f"linux.sysctl.{k}", "needs a uts namespace")
+            if k == "kernel.hostname":  # (as runc; crun too when hostname is set)
+                raise ConfigError(f"linux.sysctl.{k}", 'conflicts with the OCI "hostname" field')
         else:
             raise ConfigError(f"linux.sysctl.{k}", "is not namespaced: refusing to change the host")
 

@@ -456,6 +456,8 @@ def test_sysctl_in_net_and_ipc_namespaces(oci, bundle):
     ("net.ipv4.ip_forward", ("pid", "mount", "ipc", "uts"), "needs a network namespace"),
     ("kernel.shmmax", ("pid", "mount", "network", "uts"), "needs an ipc namespace"),
     ("fs.mqueue.msg_max", ("pid", "mount", "network", "uts"), "needs an ipc namespace"),
+    ("kernel.hostname", ALL[:5], 'conflicts with the OCI "hostname" field'),
+    ("kernel.domainname", ("pid", "mount", "network", "ipc"), "needs a uts namespace"),
 ])
 def test_sysctl_refused(oci, bundle, key, nss, msg):
     bundle.ns(*nss)
