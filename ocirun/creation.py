@@ -167,6 +167,13 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
             finally:
                 for fd in fds:
                     os.close(fd)
+        elif verb == "bindtree":  # a bind mount its user namespace cannot make
+            fd = _bind_tree_for_init(plan, int(payload))
+            try:
+                sync.send("ok", b"", [fd])
+            finally:
+                os.close(fd)
+            continue
         elif verb == "join":
             if mgr is not None:  # what the init does not enter by itself
                 mgr.add_pid(pid, skip=plan.cgroup_join.done if plan.cgroup_join else ())
@@ -199,6 +206,19 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
         else:
             raise OciError(f"internal: unexpected message {verb!r} from the container init")
         sync.send("ok")
+
+def _bind_tree_for_init(plan, index: int) -> int:
+    """mounts[index] prepared on the host (see Init.ask_bind_tree)."""
+    from ocirun.init import idmap_userns
+    from ocirun.linux import mounts
+    step = plan.mounts_now[index]
+    userns_fd = idmap_userns(step, plan) if mounts.is_idmapped(step) else -1
+    try:
+        return mounts.prepare_bind(step, userns_fd)
+    finally:
+        if userns_fd >= 0:
+            os.close(userns_fd)
+
 
 def _undo_create(c, pid: int, mgr) -> None:
     """Remove everything a failed create made (process, cgroup, state)."""

@@ -199,12 +199,18 @@ class Init:
             except OSError as e:
                 raise OciError(f"cannot bind rootfs {plan.rootfs}: {e.strerror}") from None
         self.rootfd = os.open(plan.rootfs, k.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        userns_fd = -1
-        for step in plan.mounts_now:
-            if step.uid_mappings or "idmap" in step.extra or "ridmap" in step.extra:
-                userns_fd = self.idmap_userns(step)
-            mounts.apply_mount(self.rootfd, step, userns_fd)
-            userns_fd = -1
+        for i, step in enumerate(plan.mounts_now):
+            userns_fd = tree = -1
+            if step.bind and plan.ns.new_user and (mounts.is_idmapped(step) or
+                                                   not mounts.reachable(step.source)):
+                tree = self.ask_bind_tree(i)
+            elif mounts.is_idmapped(step):
+                userns_fd = idmap_userns(step, plan)
+            try:
+                mounts.apply_mount(self.rootfd, step, userns_fd, tree)
+            finally:
+                if userns_fd >= 0:
+                    os.close(userns_fd)
         devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
         devices.create_symlinks(self.rootfd)
         # runc creates a missing cwd (inside the root, after the mounts)
@@ -216,14 +222,19 @@ class Init:
         if plan.process.terminal:  # /dev/console: the pty slave is bound here later
             os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
 
-    def idmap_userns(self, step) -> int:
-        """A user namespace holding the mount's id mappings (for MOUNT_ATTR_IDMAP)."""
-        uid_maps = step.uid_mappings or self.plan.uid_maps
-        gid_maps = step.gid_mappings or self.plan.gid_maps
-        if not uid_maps or not gid_maps:
-            raise OciError(f"{step.path}: an idmapped mount needs uidMappings and gidMappings "
-                           "(on the mount or in linux)")
-        return nsmod.userns_fd_with_maps(uid_maps, gid_maps)
+    def ask_bind_tree(self, index: int) -> int:
+        """The runtime prepares mounts[index] on the host: inside our user
+        namespace an idmap (the superblock belongs to the host's) or a source
+        under a directory our root cannot enter would fail."""
+        self.sync.send("bindtree", str(index))
+        verb, payload, fds = self.sync.recv()  # (before seccomp: recvmsg for the fd)
+        if verb == "ok" and len(fds) == 1:
+            return fds[0]
+        for fd in fds:
+            os.close(fd)
+        if verb == "error":
+            raise OciError(payload.decode(errors="replace"))
+        raise PeerGone("the runtime did not send the mount")
 
     def setup_console(self):
         """A pty from the container's own devpts (so `tty` says /dev/pts/0),
@@ -308,6 +319,16 @@ class Init:
 
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
+
+
+def idmap_userns(step, plan) -> int:
+    """A user namespace holding the mount's id mappings (for MOUNT_ATTR_IDMAP)."""
+    uid_maps = step.uid_mappings or plan.uid_maps
+    gid_maps = step.gid_mappings or plan.gid_maps
+    if not uid_maps or not gid_maps:
+        raise OciError(f"{step.path}: an idmapped mount needs uidMappings and gidMappings "
+                       "(on the mount or in linux)")
+    return nsmod.userns_fd_with_maps(uid_maps, gid_maps)
 
 
 def _set_handlers(_signal, handler) -> None:

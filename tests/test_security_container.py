@@ -578,6 +578,63 @@ def test_idmapped_bind_mount_shows_mapped_owner(oci, bundle, tmp_path, opt):
     assert os.stat(os.path.join(src, "root-file")).st_uid == 0  # the source is unchanged
 
 
+def _userns(bundle) -> None:
+    bundle.linux["namespaces"].append({"type": "user"})
+    bundle.save()
+
+
+@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
+def test_idmapped_bind_mount_in_a_user_namespace(oci, bundle, tmp_path, shifted_rootfs, opt):
+    """Inside the container's own user namespace the init cannot idmap a
+    host mount (the superblock is the host's): the runtime prepares it on
+    the host and passes the mount. On-disk 0 -> host 100000 = root inside."""
+    from ocitest import SHIFT
+    _userns(bundle)
+    src = _idmap_source(tmp_path)
+    m = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
+    bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
+                                    "options": ["bind", opt], "uidMappings": m,
+                                    "gidMappings": m})
+    bundle.sh("stat -c '%n %u:%g' /idm/root-file /idm/user-file /idm/far-file; id -u;"
+              " grep ' /idm ' /proc/self/mountinfo | grep -c idmapped")
+    out = run_out(oci, bundle).splitlines()
+    assert out == ["/idm/root-file 0:0", "/idm/user-file 1000:1000", "/idm/far-file 9000:9000",
+                   "0", "1"], out
+    assert os.stat(os.path.join(src, "root-file")).st_uid == 0
+
+
+def test_bind_source_the_user_namespace_cannot_reach(oci, bundle, tmp_path, shifted_rootfs):
+    """crun's mount-userns-bind-mount: the source sits under a directory
+    the container's root (host uid 100000) cannot enter (pytest's tmp dirs
+    are 0700 root); the runtime opens it on the host, as runc and crun do."""
+    closed = tmp_path / "closed"
+    (closed / "m").mkdir(parents=True)
+    (closed / "m" / "f").write_text("reachable\n")
+    closed.chmod(0)
+    _userns(bundle)
+    bundle.config["mounts"].append({"destination": "/data", "type": "bind",
+                                    "source": str(closed / "m"), "options": ["rbind", "ro"]})
+    bundle.sh("cat /data/f; touch /data/g 2>&1 | grep -c Read-only")
+    try:
+        assert run_out(oci, bundle).split() == ["reachable", "1"]
+    finally:
+        closed.chmod(0o755)
+
+
+def test_bind_source_missing_in_a_user_namespace_is_one_line(oci, bundle, tmp_path,
+                                                              shifted_rootfs):
+    _userns(bundle)
+    m = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "options": ["idmap"],
+                                    "source": str(tmp_path / "nope"), "uidMappings": m,
+                                    "gidMappings": m})
+    bundle.args("true")
+    line = oci.fail("run", "--bundle", bundle.path, "t")
+    assert line.startswith("ocirun: mounts[") and "bind source" in line and \
+        "No such file" in line, line
+    assert oci.ids() == []
+
+
 def test_idmap_without_mappings_is_a_clear_error(oci, bundle, tmp_path):
     src = _idmap_source(tmp_path)
     bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,

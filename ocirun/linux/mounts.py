@@ -290,23 +290,61 @@ def attach(tree_fd: int, target_fd: int) -> None:
     os.close(tree_fd)
 
 
-def apply_mount(rootfd: int, step: MountStep, userns_fd: int = -1) -> None:
-    """Execute one MountStep under the root opened as rootfd."""
+def is_idmapped(step: MountStep) -> bool:
+    return bool(step.uid_mappings) or "idmap" in step.extra or "ridmap" in step.extra
+
+
+def reachable(path: str) -> bool:
+    """Can this process see `path`? (In a user namespace whose root is not
+    host root, a source under a closed directory is not: see prepare_bind.)"""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return False
+    except OSError:
+        pass  # missing etc.: prepare_bind reports it
+    return True
+
+
+def prepare_bind(step: MountStep, userns_fd: int = -1) -> int:
+    """A bind mount's detached tree, flags, idmap and propagation applied;
+    returns its fd. The init does this itself, except in a user namespace for
+    an idmapped mount or a source it cannot reach: then the runtime does it
+    on the host and passes the fd (as runc does)."""
+    k = _sys()
+    try:
+        os.stat(step.source)
+        tree = bind_tree(step.source, step.recursive, step.flags, step.clear,
+                         step.rec_set, step.rec_clr, userns_fd)
+    except OSError as e:
+        raise OciError(f"{step.path}: bind source {step.source}: {e.strerror}") from None
+    try:
+        for p in step.propagation:
+            k.mount_setattr(tree, "", k.AT_EMPTY_PATH | (k.AT_RECURSIVE if p & _MS_REC else 0),
+                            0, 0, p & ~_MS_REC)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
+
+
+def apply_mount(rootfd: int, step: MountStep, userns_fd: int = -1, tree: int = -1) -> None:
+    """Execute one MountStep under the root opened as rootfd (a bind from
+    `tree` when the runtime prepared it)."""
     k = _sys()
     if step.bind:
+        if tree < 0:
+            tree = prepare_bind(step, userns_fd)
         try:
-            st = os.stat(step.source)
-        except OSError as e:
-            raise OciError(f"{step.path}: bind source {step.source}: {e.strerror}") from None
-        is_dir = stat.S_ISDIR(st.st_mode)
-        tfd = make_path(rootfd, step.dest, is_dir)
+            tfd = make_path(rootfd, step.dest, stat.S_ISDIR(os.fstat(tree).st_mode))
+        except BaseException:
+            os.close(tree)
+            raise
         try:
-            tree = bind_tree(step.source, step.recursive, step.flags, step.clear,
-                             step.rec_set, step.rec_clr, userns_fd)
-            for p in step.propagation:
-                k.mount_setattr(tree, "", k.AT_EMPTY_PATH | (k.AT_RECURSIVE if p & _MS_REC else 0),
-                                0, 0, p & ~_MS_REC)
             attach(tree, tfd)
+        except OSError as e:
+            raise OciError(f"{step.path}: cannot mount {step.source} on {step.dest}: "
+                           f"{e.strerror}") from None
         finally:
             os.close(tfd)
         return
