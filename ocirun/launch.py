@@ -49,7 +49,7 @@ def drop_privileges(proc, sync: Sync) -> None:
         from ocirun.linux import caps as capmod  # loaded by the parent
         capmod.drop_bounding(caps)
         capmod.keep_caps()
-    process.fix_stdio_owner(proc.uid)
+    process.fix_stdio_owner(proc.uid, proc.gid)
     process.switch_user(proc.uid, proc.gid, proc.additional_gids, False)
     if caps is not None:
         capmod.apply(caps)

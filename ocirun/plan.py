@@ -111,6 +111,10 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
             raise ConfigError("linux.netDevices", "moving network devices needs root "
                                                   "(not supported for rootless containers)")
     _check_sysctl(plan.sysctl, plan.ns)
+    dn = plan.sysctl.get("kernel.domainname")
+    if dn is not None and plan.domainname is not None and dn != plan.domainname:
+        raise ConfigError("linux.sysctl.kernel.domainname",
+                          f'{dn!r} conflicts with the OCI "domainname" field {plan.domainname!r}')
     proc = cfg.get("process")
     if proc is None:
         raise ConfigError("process", "is required to create a container")

@@ -470,6 +470,19 @@ def test_sysctl_refused(oci, bundle, key, nss, msg):
     assert oci.ids() == []
 
 
+def test_domainname_sysctl_must_agree_with_the_field(oci, bundle):
+    """As crun: kernel.domainname and "domainname" together only if equal."""
+    bundle.config["domainname"] = "field.test"
+    bundle.linux["sysctl"] = {"kernel.domainname": "sysctl.test"}
+    bundle.save()
+    line = oci.fail("create", "-b", bundle.path, new_id())
+    assert line.endswith("config.json: linux.sysctl.kernel.domainname: 'sysctl.test' conflicts"
+                         " with the OCI \"domainname\" field 'field.test'"), line
+    bundle.linux["sysctl"] = {"kernel.domainname": "field.test"}
+    bundle.sh("cat /proc/sys/kernel/domainname")
+    assert run_out(oci, bundle).strip() == "field.test"
+
+
 def test_sysctl_bad_value_fails_cleanly(oci, bundle):
     bundle.linux["sysctl"] = {"net.ipv4.ip_forward": "notanumber"}
     bundle.save()

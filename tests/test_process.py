@@ -183,16 +183,18 @@ def test_stdio_inherited(oci, bundle):
 
 
 def test_stdio_given_to_the_process_user(oci, bundle):
-    """As runc: the stdio fds are chowned to process.user.uid (so a non-root
-    process can reopen /dev/stdout, a pipe here); /dev/null is left alone."""
+    """As crun (runc: uid only): the stdio fds are chowned to the process's
+    user and group (so a non-root process can reopen /dev/stdout, a pipe
+    here); /dev/null is left alone."""
     import subprocess
     from ocitest import OCIRUN
     bundle.process["user"] = {"uid": 1000, "gid": 1000}
-    bundle.sh("stat -L -c %u /proc/self/fd/0 /proc/self/fd/1; echo reopened > /dev/stdout")
+    bundle.process["user"] = {"uid": 1000, "gid": 1001}
+    bundle.sh("stat -L -c %u:%g /proc/self/fd/0 /proc/self/fd/1; echo reopened > /dev/stdout")
     p = subprocess.run([OCIRUN, "--root", oci.root, "run", "-b", bundle.path, new_id()],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p
-    assert p.stdout.split() == ["0", "1000", "reopened"], p
+    assert p.stdout.split() == ["0:0", "1000:1001", "reopened"], p
     assert os.stat("/dev/null").st_uid == 0
 
 

@@ -54,20 +54,21 @@ def switch_user(uid: int, gid: int, additional: list[int], in_userns_no_setgroup
                        " (is the id mapped in the user namespace?)") from None
 
 
-def fix_stdio_owner(uid: int) -> None:
-    """Give the process's stdio to its user (as runc does, uid only), so a
-    non-root process can reopen /dev/stdout when it is a pipe or a file.
-    /dev/null is left alone; an owner not mapped in a user namespace
-    (EINVAL, EPERM) is skipped."""
+def fix_stdio_owner(uid: int, gid: int) -> None:
+    """Give the process's stdio to its user and group (as crun does; runc
+    the uid only), so a non-root process can reopen /dev/stdout when it is a
+    pipe or a file. /dev/null is left alone; an owner not mapped in a user
+    namespace (EINVAL, EPERM) is skipped."""
     for fd in (0, 1, 2):
         try:
             st = os.fstat(fd)
         except OSError:
             continue
-        if st.st_uid == uid or (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
+        if (st.st_uid, st.st_gid) == (uid, gid) or \
+                (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
             continue
         try:
-            os.fchown(fd, uid, -1)
+            os.fchown(fd, uid, gid)
         except OSError as e:
             if e.errno not in (1, 22):  # EPERM, EINVAL
                 raise OciError(f"cannot give fd {fd} to uid {uid}: {e.strerror}") from None
