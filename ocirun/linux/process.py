@@ -58,7 +58,8 @@ def fix_stdio_owner(uid: int, gid: int) -> None:
     """Give the process's stdio to its user and group (as crun does; runc
     the uid only), so a non-root process can reopen /dev/stdout when it is a
     pipe or a file. /dev/null is left alone; an owner not mapped in a user
-    namespace (EINVAL, EPERM) is skipped."""
+    namespace (EINVAL, EPERM) or a read-only file system is skipped, as runc
+    does."""
     for fd in (0, 1, 2):
         try:
             st = os.fstat(fd)
@@ -70,7 +71,7 @@ def fix_stdio_owner(uid: int, gid: int) -> None:
         try:
             os.fchown(fd, uid, gid)
         except OSError as e:
-            if e.errno not in (1, 22):  # EPERM, EINVAL
+            if e.errno not in (1, 22, 30):  # EPERM, EINVAL (unmapped owner), EROFS
                 raise OciError(f"cannot give fd {fd} to uid {uid}: {e.strerror}") from None
 
 
