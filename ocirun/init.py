@@ -201,8 +201,8 @@ class Init:
         self.rootfd = os.open(plan.rootfs, k.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for i, step in enumerate(plan.mounts_now):
             userns_fd = tree = -1
-            if step.bind and plan.ns.new_user and (mounts.is_idmapped(step) or
-                                                   not mounts.reachable(step.source)):
+            if step.bind and plan.ns.new_user and plan.runtime_is_root and (
+                    mounts.is_idmapped(step) or not mounts.reachable(step.source)):
                 tree = self.ask_bind_tree(i)
             elif mounts.is_idmapped(step):
                 userns_fd = idmap_userns(step, plan)

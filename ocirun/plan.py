@@ -29,7 +29,7 @@ class InitPlan:
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
                  "wait_fifo", "has_mount_ns", "mount_label", "console_fd",
-                 "cgroup_join", "linux", "net_devices")
+                 "cgroup_join", "linux", "net_devices", "runtime_is_root")
 
 
 def build_process(proc: dict, base: str = "process") -> ProcessPlan:
@@ -103,6 +103,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     if (plan.hostname or plan.domainname) and not uts:
         raise ConfigError("hostname", "setting a hostname needs a uts namespace")
     plan.sysctl = linux.get("sysctl") or {}
+    plan.runtime_is_root = os.geteuid() == 0  # (only root may prepare mounts on the host)
     plan.net_devices = linux.get("netDevices") or {}
     if plan.net_devices:
         if "network" not in plan.ns.new and "network" not in plan.ns.paths:
