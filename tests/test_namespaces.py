@@ -204,6 +204,18 @@ def test_no_mount_namespace_refuses_what_would_change_host_mounts(oci, bundle, k
     assert oci.ids() == [] and _mounts_under(bundle.rootfs) == []
 
 
+def test_user_namespace_without_network_namespace_binds_host_sys(oci, bundle, shifted_rootfs):
+    """sysfs may not be mounted from a user namespace that does not own the
+    network namespace (rootless podman --network=host): the host's /sys is
+    bound instead, read-only all the way down, as runc does."""
+    bundle.ns("pid", "mount", "ipc", "uts", "user")
+    bundle.sh("ls /sys/class/net; grep ' /sys' /proc/self/mountinfo | grep -vc ' ro,';"
+              " touch /sys/kernel/x 2>&1 | grep -c Read-only")
+    out = run_out(oci, bundle).split()
+    assert "lo" in out and os.listdir("/sys/class/net")[0] in out, out
+    assert out[-2:] == ["0", "1"], out
+
+
 def test_new_network_namespace_has_loopback_up(oci, bundle):
     """As runc and crun: lo is up in a new network namespace."""
     bundle.sh("cat /sys/class/net/lo/flags")

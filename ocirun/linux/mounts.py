@@ -286,7 +286,7 @@ def bind_tree(source: str | int, recursive: bool, flags: int = 0, clear: int = 0
 
 def attach(tree_fd: int, target_fd: int) -> None:
     k = _sys()
-    k.move_mount(tree_fd, "", target_fd, "", k.MOVE_MOUNT_F_EMPTY_PATH | 0x40)
+    k.move_mount(tree_fd, "", target_fd, "", k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_EMPTY_PATH)
     os.close(tree_fd)
 
 
@@ -398,9 +398,21 @@ def _mount_fs(k, step: MountStep, target: str) -> None:
     except OSError as e:
         if e.errno == errno.EPERM and step.fstype == "sysfs":
             # no network namespace of our own (rootless): bind the host's /sys
-            tree = bind_tree("/sys", True, step.flags | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-            k.move_mount(tree, "", -100, target, k.MOVE_MOUNT_F_EMPTY_PATH)
-            os.close(tree)
+            # (target is /proc/self/fd/N, resolved inside the rootfs: follow it)
+            # (recursive: every mount below the host's /sys gets the flags too)
+            rec = _ATTR_NOSUID | _ATTR_NODEV | _ATTR_NOEXEC | \
+                (_ATTR_RDONLY if step.flags & _MS_RDONLY else 0)
+            tree = bind_tree("/sys", True, step.flags | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                             rec_set=rec)
+            try:
+                k.move_mount(tree, "", -100, target,
+                             k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_SYMLINKS)
+            except OSError as e2:
+                raise OciError(f"{step.path}: bind of the host's /sys on {step.dest} "
+                               f"(sysfs refused: no network namespace of our own): "
+                               f"{e2.strerror}") from None
+            finally:
+                os.close(tree)
             return
         if e.errno == errno.ENODEV:
             raise OciError(f"{step.path}: unknown filesystem type {step.fstype!r}") from None
