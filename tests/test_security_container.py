@@ -561,13 +561,19 @@ def _idmap_source(tmp_path) -> str:
     return str(src)
 
 
-@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
-def test_idmapped_bind_mount_shows_mapped_owner(oci, bundle, tmp_path, opt):
+def _idmap_mount(bundle, tmp_path, opt: str, host_id: int, size: int) -> str:
+    """/idm: an idmapped bind (0 -> host_id) of the files _idmap_source makes."""
     src = _idmap_source(tmp_path)
-    m = [{"containerID": 0, "hostID": 5000, "size": 2000}]
+    m = [{"containerID": 0, "hostID": host_id, "size": size}]
     bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
                                     "options": ["bind", opt], "uidMappings": m,
                                     "gidMappings": m})
+    return src
+
+
+@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
+def test_idmapped_bind_mount_shows_mapped_owner(oci, bundle, tmp_path, opt):
+    src = _idmap_mount(bundle, tmp_path, opt, host_id=5000, size=2000)
     bundle.sh("stat -c '%n %u:%g' /idm/root-file /idm/user-file /idm/far-file;"
               " grep ' /idm ' /proc/self/mountinfo | grep -c idmapped")
     out = run_out(oci, bundle).splitlines()
@@ -590,11 +596,7 @@ def test_idmapped_bind_mount_in_a_user_namespace(oci, bundle, tmp_path, shifted_
     the host and passes the mount. On-disk 0 -> host 100000 = root inside."""
     from ocitest import SHIFT
     _userns(bundle)
-    src = _idmap_source(tmp_path)
-    m = [{"containerID": 0, "hostID": SHIFT, "size": 65536}]
-    bundle.config["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
-                                    "options": ["bind", opt], "uidMappings": m,
-                                    "gidMappings": m})
+    src = _idmap_mount(bundle, tmp_path, opt, host_id=SHIFT, size=65536)
     bundle.sh("stat -c '%n %u:%g' /idm/root-file /idm/user-file /idm/far-file; id -u;"
               " grep ' /idm ' /proc/self/mountinfo | grep -c idmapped")
     out = run_out(oci, bundle).splitlines()
