@@ -209,10 +209,9 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
 
 def _bind_tree_for_init(plan, index: int) -> int:
     """mounts[index] prepared on the host (see Init.ask_bind_tree)."""
-    from ocirun.init import idmap_userns
-    from ocirun.linux import mounts
+    from ocirun.linux import mounts, namespaces
     step = plan.mounts_now[index]
-    userns_fd = idmap_userns(step, plan) if mounts.is_idmapped(step) else -1
+    userns_fd = namespaces.idmap_userns(step, plan) if mounts.is_idmapped(step) else -1
     try:
         return mounts.prepare_bind(step, userns_fd)
     finally:

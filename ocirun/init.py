@@ -205,7 +205,7 @@ class Init:
                     mounts.is_idmapped(step) or not mounts.reachable(step.source)):
                 tree = self.ask_bind_tree(i)
             elif mounts.is_idmapped(step):
-                userns_fd = idmap_userns(step, plan)
+                userns_fd = nsmod.idmap_userns(step, plan)
             try:
                 mounts.apply_mount(self.rootfd, step, userns_fd, tree)
             finally:
@@ -320,15 +320,6 @@ class Init:
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
 
-
-def idmap_userns(step, plan) -> int:
-    """A user namespace holding the mount's id mappings (for MOUNT_ATTR_IDMAP)."""
-    uid_maps = step.uid_mappings or plan.uid_maps
-    gid_maps = step.gid_mappings or plan.gid_maps
-    if not uid_maps or not gid_maps:
-        raise OciError(f"{step.path}: an idmapped mount needs uidMappings and gidMappings "
-                       "(on the mount or in linux)")
-    return nsmod.userns_fd_with_maps(uid_maps, gid_maps)
 
 
 def _set_handlers(_signal, handler) -> None:

@@ -272,6 +272,17 @@ def write_time_offsets(offsets: dict) -> None:
         k.prctl(k.PR_SET_DUMPABLE, 0)
 
 
+def idmap_userns(step, plan) -> int:
+    """The user namespace fd of an idmapped mount: its own mappings, else the
+    container's (for MOUNT_ATTR_IDMAP)."""
+    uid_maps = step.uid_mappings or plan.uid_maps
+    gid_maps = step.gid_mappings or plan.gid_maps
+    if not uid_maps or not gid_maps:
+        raise OciError(f"{step.path}: an idmapped mount needs uidMappings and gidMappings "
+                       "(on the mount or in linux)")
+    return userns_fd_with_maps(uid_maps, gid_maps)
+
+
 def userns_fd_with_maps(uid_maps: list[dict], gid_maps: list[dict],
                         where: str = "idmapped mount") -> int:
     """An fd of a new user namespace with these mappings (for idmapped mounts):
