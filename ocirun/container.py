@@ -191,7 +191,7 @@ class Container:
             pid = data.get("pid", 0)
             if pid and st != "stopped":
                 _signal_pid(pid, data, 9, missing_ok=True)
-                _wait_gone(pid)
+                wait_gone(pid)
             if mgr is not None:
                 mgr.kill_all(9)
         if mgr is not None:
@@ -199,13 +199,13 @@ class Container:
                 mgr.destroy()
             except Exception as e:
                 raise OciError(f"cannot remove cgroup of {self.id}: {e}") from None
-        _remove_host_mounts(data)
+        remove_host_mounts(data)
         _warn_hooks(data, "poststop", "stopped")
         self.sd.remove()
 
 
 # --- helpers (parent side) -----------------------------------------------------
-def _remove_host_mounts(data: dict) -> None:
+def remove_host_mounts(data: dict) -> None:
     """A container without a mount namespace mounted in ours: undo that."""
     hm = data.get("host_mounts")
     if hm:
@@ -243,7 +243,7 @@ def _signal_pid(pid: int, data: dict, sig: int, missing_ok: bool = False) -> Non
         os.close(pidfd)
 
 
-def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
     import select
     try:
         pidfd = os.pidfd_open(pid)

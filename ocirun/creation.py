@@ -13,7 +13,7 @@ Only `create` and `run` load this module; start/kill/delete/state do not.
 import os
 
 from ocirun import log
-from ocirun.container import CreateOptions, _remove_host_mounts, _wait_gone, oci_state
+from ocirun.container import CreateOptions, oci_state, remove_host_mounts, wait_gone
 from ocirun.errors import OciError
 from ocirun.statedir import StateDir, proc_mnt_ns, proc_start_time, write_pid_file
 
@@ -234,7 +234,7 @@ def _undo_create(c, pid: int, mgr) -> None:
             mgr.destroy()
         except Exception as e:  # keep the original error; say what is left
             log.warn(f"cleanup of cgroup failed: {e}")
-    _remove_host_mounts(data)
+    remove_host_mounts(data)
     c.sd.remove()
 
 # -- start / run ------------------------------------------------------------
@@ -421,4 +421,4 @@ def _kill_and_reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
-        _wait_gone(pid)
+        wait_gone(pid)
