@@ -4,7 +4,7 @@ A small table-driven parser instead of argparse (which costs ~2 ms of
 import on every container start). Like runc's, it accepts `--flag value`,
 `--flag=value`, Go-style `-flag`, and short aliases; `--` ends the flags.
 """
-import os
+from ocirun import oslite as os
 import sys
 
 VERSION = "0.1.0"

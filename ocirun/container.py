@@ -5,7 +5,7 @@ A Container is a handle on <root>/<id>. The create sequence itself lives in
 creation.py, so that start, kill, delete and state (one short process per
 engine call) load none of it.
 """
-import os
+from ocirun import oslite as os
 
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError

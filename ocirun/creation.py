@@ -10,7 +10,7 @@ the way is undone: process, cgroup, mounts, state dir.
 
 Only `create` and `run` load this module; start/kill/delete/state do not.
 """
-import os
+from ocirun import oslite as os
 
 from ocirun import log
 from ocirun.container import CreateOptions, oci_state, remove_host_mounts, wait_gone
@@ -281,8 +281,8 @@ def _socket_activation(cfg: dict) -> None:
     caller's LISTEN_PID is our pid, its LISTEN_FDS fds (3..3+N-1) go to the
     process, whose env says LISTEN_FDS=N, LISTEN_PID=1; launch.exec_process
     keeps them open, before the --preserve-fds ones."""
-    n = os.environ.get("LISTEN_FDS", "")
-    if not n.isdigit() or int(n) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):
+    n = os.getenv("LISTEN_FDS", "")
+    if not n.isdigit() or int(n) == 0 or os.getenv("LISTEN_PID") != str(os.getpid()):
         return
     proc = cfg.get("process")
     if not isinstance(proc, dict):

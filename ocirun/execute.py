@@ -12,7 +12,7 @@ proxies the terminal and returns the exit status.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError, OciError, StateError
 

@@ -13,7 +13,7 @@ init, in the container. Who runs which:
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import OciError
 from ocirun.jsonutil import dumps
@@ -48,7 +48,7 @@ def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> 
     args = hook.get("args") or [path]
     env = hook.get("env")
     if env is None:
-        env = os.environ if inherit_env else {}
+        env = os.environ_copy() if inherit_env else {}
     else:
         env = dict(e.split("=", 1) for e in env if "=" in e)
     timeout = hook.get("timeout")

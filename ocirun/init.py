@@ -20,7 +20,7 @@ process touches while setting up are not charged to the container.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 # Everything the init needs is imported here, before the fork: after
 # pivot_root the runtime's own files are out of reach.

@@ -9,7 +9,7 @@ be the container's: what it needs is imported before the fork.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k

@@ -1,7 +1,7 @@
 """runc-style logging: errors always reach stderr as one line; with --log they
 are also written to the log file, as text or as JSON lines
 ({"level","msg","time"}) which containerd and conmon read back."""
-import os
+from ocirun import oslite as os
 import sys
 import time
 

@@ -4,7 +4,7 @@ executes the plan, so a bad config fails before anything exists, and the
 forked child does as little Python work as possible."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError, NotSupported
 

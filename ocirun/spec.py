@@ -8,7 +8,7 @@ NotSupported, so a config is never half-honoured in silence.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError, NotSupported
 

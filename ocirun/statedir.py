@@ -12,7 +12,7 @@ process across pid reuse; a directory without state.json is `creating`
 while its creator still holds the lock, else the leftover of a dead runtime.
 """
 import fcntl
-import os
+from ocirun import oslite as os
 
 from ocirun import jsonutil
 from ocirun.errors import ContainerNotFound, OciError
@@ -28,7 +28,7 @@ MAX_ID = 1024
 
 def default_root() -> str:
     if os.geteuid() != 0:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        xdg = os.getenv("XDG_RUNTIME_DIR")
         if xdg:
             return os.path.join(xdg, "ocirun")
     return DEFAULT_ROOT

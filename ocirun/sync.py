@@ -3,7 +3,7 @@ request, optional fds over SCM_RIGHTS. Messages are short ASCII verbs
 followed by an optional payload ("error <text>", "pid 1234", "created")."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 import sys
 
 # _socket, not socket: the socket module pulls in enum (~2 ms per start)

@@ -2,7 +2,7 @@
 with -X importtime, must not load the modules ocirun avoids on purpose
 (ctypes is replaced by ocirun.kernel.ffi on _ctypes; re, json, argparse,
 enum, signal, socket, shutil, types, importlib and resource have cheaper
-stand-ins)."""
+stand-ins; os is ocirun.oslite, the builtin posix module plus a few helpers)."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,8 @@ import subprocess
 from ocitest import OCIRUN
 
 AVOIDED = {"ctypes", "re", "json", "argparse", "enum", "signal", "socket", "shutil",
-           "types", "importlib", "struct", "subprocess", "threading", "typing", "resource"}
+           "types", "importlib", "struct", "subprocess", "threading", "typing", "resource",
+           "os", "posixpath", "_collections_abc", "stat"}
 
 
 def _imported(args: list[str]) -> set[str]:
@@ -76,3 +77,60 @@ def test_dumps_canonical_matches_json():
     from ocirun.jsonutil import dumps_canonical
     for o in SAMPLES[:5] + SAMPLES[6:]:
         assert dumps_canonical(o) == json.dumps(o, sort_keys=True, separators=(",", ":"))
+
+
+# --- oslite behaves as the os/posixpath functions it stands in for ------------------
+PATHS = ["", "/", "//", "///", "a", "a/", "/a/b/", "a//b", "/a/./b/../c", "../x", "a/../..",
+         "//a/b", "/..", "./", "a/b/../../..", "/a/b/c/../../d/"]
+
+
+def test_oslite_path_functions_match_posixpath(tmp_path):
+    import os
+    import posixpath
+    from ocirun import oslite
+    for p in PATHS:
+        assert oslite.path.normpath(p) == posixpath.normpath(p), p
+        assert oslite.path.split(p) == posixpath.split(p), p
+        assert oslite.path.dirname(p) == posixpath.dirname(p), p
+        assert oslite.path.basename(p) == posixpath.basename(p), p
+        assert oslite.path.abspath(p or ".") == posixpath.abspath(p or "."), p
+        for q in ("b", "/b", "", "b/"):
+            assert oslite.path.join(p, q) == posixpath.join(p, q), (p, q)
+    for p, start in [("/a/b/c", "/a"), ("/a", "/a/b/c"), ("/a/b", "/a/b"), ("/x/y", "/a/b")]:
+        assert oslite.path.relpath(p, start) == posixpath.relpath(p, start)
+    # realpath through relative and absolute links, "..", a missing tail and a loop
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "rel").symlink_to("d/e")
+    (tmp_path / "abs").symlink_to(tmp_path / "d")
+    (tmp_path / "up").symlink_to("d/e/..")
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    for name in ("rel", "abs/e", "up/e", "rel/../e/missing/x", "abs/../rel", "loop1/x", "d"):
+        p = str(tmp_path / name)
+        assert oslite.path.realpath(p) == os.path.realpath(p), name
+    for p in ("/", str(tmp_path / "rel"), str(tmp_path / "nope")):
+        assert oslite.path.exists(p) == os.path.exists(p)
+        assert oslite.path.isdir(p) == os.path.isdir(p)
+        assert oslite.path.isfile(p) == os.path.isfile(p)
+        assert oslite.path.lexists(p) == os.path.lexists(p)
+
+
+def test_oslite_environment_and_makedirs(tmp_path, monkeypatch):
+    import os
+    from ocirun import oslite
+    monkeypatch.setenv("OCIRUN_OSLITE_TEST", "x\udcff")
+    assert oslite.getenv("OCIRUN_OSLITE_TEST") == os.environ["OCIRUN_OSLITE_TEST"]
+    assert oslite.getenv("OCIRUN_OSLITE_UNSET", "d") == "d"
+    assert oslite.environ_copy() == dict(os.environ)
+    assert not hasattr(oslite, "environ")  # posix's bytes dict would mislead
+    d = tmp_path / "a" / "b" / "c"
+    oslite.makedirs(str(d), 0o711)
+    assert d.is_dir() and (d.stat().st_mode & 0o777) == 0o711
+    oslite.makedirs(str(d), exist_ok=True)
+    try:
+        oslite.makedirs(str(d))
+        raise AssertionError("makedirs of an existing dir must fail without exist_ok")
+    except FileExistsError:
+        pass
+    assert sorted(x[0] for x in oslite.walk(str(tmp_path / "a"))) == \
+        sorted(x[0] for x in os.walk(str(tmp_path / "a")))

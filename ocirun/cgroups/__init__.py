@@ -7,7 +7,7 @@
 
 See docs/cgroups.md for path rules, conversions and what is unsupported.
 """
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError
 

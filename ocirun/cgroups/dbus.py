@@ -11,7 +11,7 @@ dict for a{..}, tuple for (..), (signature, value) for v.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 import socket
 import struct
 import time
@@ -274,7 +274,7 @@ class Connection:
 
 def _socket_path(address: str | None) -> str:
     if address is None:
-        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS",
+        address = os.getenv("DBUS_SYSTEM_BUS_ADDRESS",
                                  "unix:path=/run/dbus/system_bus_socket")
     if address.startswith("/"):
         return address
@@ -288,5 +288,5 @@ def _socket_path(address: str | None) -> str:
 
 def user_bus_address() -> str:
     """The session bus of the calling user (rootless systemd driver)."""
-    return os.environ.get("DBUS_SESSION_BUS_ADDRESS",
+    return os.getenv("DBUS_SESSION_BUS_ADDRESS",
                           f"unix:path=/run/user/{os.geteuid()}/bus")

@@ -154,7 +154,7 @@ def attach_v2(cgroup_dir: str, rules: list[Rule]) -> None:
     The new program is attached (BPF_F_ALLOW_MULTI) before the old ones are
     detached, so there is no moment without a filter during an update.
     """
-    import os
+    from ocirun import oslite as os
     from ocirun.kernel import bpf
 
     insns = bpf_program(rules)

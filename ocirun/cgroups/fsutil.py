@@ -4,7 +4,7 @@ A failed write is reported as a ConfigError on the linux.resources field that
 asked for it, so the user sees which setting the kernel refused.
 """
 import errno
-import os
+from ocirun import oslite as os
 import time
 
 from ocirun.errors import ConfigError

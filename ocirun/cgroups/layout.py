@@ -5,7 +5,7 @@ runtime needs this to turn a spec's cgroupsPath into directories.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.linux.mountinfo import unescape
 

@@ -5,7 +5,7 @@ and stored in the container state (to_state), so later commands act on the
 same cgroup whatever cgroup they themselves run in.
 """
 import errno
-import os
+from ocirun import oslite as os
 import time
 
 from ocirun.cgroups import fsutil

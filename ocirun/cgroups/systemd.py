@@ -11,7 +11,7 @@ passed as properties and written once the unit is up.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import spec
 from ocirun.cgroups.layout import Layout, detect

@@ -6,7 +6,7 @@ raises OSError on failure and has no policy.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from _struct import pack, unpack_from
 

@@ -12,7 +12,7 @@ uses the full ctypes package.
 from __future__ import annotations
 
 import _ctypes
-import os
+from ocirun import oslite as os
 
 from _ctypes import addressof, get_errno  # noqa: F401  (re-exported)
 

@@ -8,7 +8,7 @@ caller talks to a container's namespace without staying in it.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 from struct import Struct
 
 import _socket

@@ -8,7 +8,7 @@ cache.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 import _struct as struct
 import sys
 

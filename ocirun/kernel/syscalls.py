@@ -6,7 +6,7 @@ instead of ctypes' ~2.5 ms); imported only by code about to touch the kernel.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from _struct import pack
 

@@ -8,7 +8,7 @@ Order in the container's init (same as runc):
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 import sys
 
 from ..errors import ConfigError

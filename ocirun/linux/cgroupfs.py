@@ -9,7 +9,7 @@ hierarchy, as the host has it.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.linux import mounts
 

@@ -4,8 +4,8 @@ from the host where a user namespace forbids mknod (as runc does)."""
 from __future__ import annotations
 
 import errno
-import os
-import stat
+from ocirun import oslite as os
+import _stat as stat  # the C module: `stat` adds only a .py wrapper
 
 from ocirun.errors import ConfigError, OciError
 from ocirun.linux import mounts

@@ -7,7 +7,7 @@ imports enum).
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import OciError
 

@@ -9,7 +9,7 @@ keeps running unconfined and the container process starts confined.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ..errors import ConfigError, OciError
 

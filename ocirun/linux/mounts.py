@@ -10,8 +10,8 @@ detached copy, which also keeps the locked flags of a user namespace intact.
 from __future__ import annotations
 
 import errno
-import os
-import stat
+from ocirun import oslite as os
+import _stat as stat  # the C module: `stat` adds only a .py wrapper
 
 from ocirun.errors import ConfigError, OciError
 

@@ -13,7 +13,7 @@ runtime's child.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError, OciError
 

@@ -11,7 +11,7 @@ destroys virtual ones.
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.errors import ConfigError, OciError
 

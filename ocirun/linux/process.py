@@ -2,8 +2,8 @@
 executable lookup and the final execve."""
 from __future__ import annotations
 
-import os
-import stat
+from ocirun import oslite as os
+import _stat as stat  # the C module: `stat` adds only a .py wrapper
 
 from ocirun.errors import OciError
 

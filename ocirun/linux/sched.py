@@ -9,7 +9,7 @@ and the capability drop. All settings are inherited across execve().
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ..errors import ConfigError
 

@@ -9,7 +9,7 @@ last step before execve(): it installs the raw program with seccomp(2).
 """
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ..errors import ConfigError, OciError
 
@@ -342,7 +342,7 @@ def check_listener(listener_path: str, where: str = "linux.seccomp.listenerPath"
     """Before anything is created: the agent's socket must exist (the spec
     says the runtime MUST fail if it cannot send; failing here names the
     field and leaves nothing behind)."""
-    import stat
+    import _stat as stat
     try:
         st = os.stat(listener_path)
     except OSError as e:

@@ -11,8 +11,8 @@ imported inside the functions. `_socket`/`_signal` are used instead of
 """
 from __future__ import annotations
 
-import os
-import stat
+from ocirun import oslite as os
+import _stat as stat  # the C module: `stat` adds only a .py wrapper
 import sys
 
 from ocirun.errors import OciError

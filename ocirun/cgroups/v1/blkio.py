@@ -1,7 +1,7 @@
 """v1 blkio controller: weights (CFQ or BFQ file names) and throttling."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 

@@ -55,7 +55,7 @@ def throttling(d: str) -> dict:
 
 def usage(d: str) -> dict:
     """cpuacct: nanoseconds (total, per cpu) and user/kernel split (USER_HZ ticks -> ns)."""
-    import os
+    from ocirun import oslite as os
     hz = os.sysconf("SC_CLK_TCK")
     pc = [int(x) for x in _read(d, "cpuacct.usage_percpu").split()]
     st = fsutil.read_kv(d, "cpuacct.stat")

@@ -2,7 +2,7 @@
 tasks, so every level we create is seeded from its parent first."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 

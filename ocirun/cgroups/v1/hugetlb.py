@@ -1,7 +1,7 @@
 """v1 hugetlb controller: hugetlb.<size>.limit_in_bytes (+ .rsvd. variant)."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 

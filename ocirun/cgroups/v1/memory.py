@@ -1,7 +1,7 @@
 """v1 memory controller: memory.limit_in_bytes, memsw, soft limit, oom_control."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 

@@ -1,7 +1,7 @@
 """v2 hugetlb controller: hugetlb.<size>.max and .rsvd.max."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 

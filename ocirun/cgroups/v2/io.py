@@ -1,7 +1,7 @@
 """v2 io controller: io.weight / io.bfq.weight and io.max (from blockIO)."""
 from __future__ import annotations
 
-import os
+from ocirun import oslite as os
 
 from ocirun.cgroups import fsutil, spec
 from ocirun.cgroups.v1.blkio import THROTTLE
