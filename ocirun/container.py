@@ -116,7 +116,11 @@ class Container:
         if st != "created":
             raise StateError(f"cannot start a container that is {st}" if st != "stopped"
                              else "cannot start a container that has stopped")
-        _release_init(self.sd.fifo, data["pid"])
+        hooks = data.get("hooks") or {}
+        # startContainer runs between the fifo and execve, and poststart must
+        # follow the execve: only then is there something to wait for
+        _release_init(self.sd.fifo, data["pid"],
+                      until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
         _warn_hooks(data, "poststart", "running")
 
     def run_foreground(self) -> int:
@@ -255,9 +259,12 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         os.close(pidfd)
 
 
-def _release_init(fifo: str, pid: int) -> None:
+def _release_init(fifo: str, pid: int, until_exec: bool = False) -> None:
     """Open the exec fifo for reading: the init's blocked open returns, it
-    writes "0", execs, and its end closes at execve (EOF here). The pidfd is
+    writes "0" and execs. Like runc and crun, return once the "0" is read;
+    with `until_exec`, wait until its end closes at execve (EOF here), so
+    that what fails in between (startContainer hooks, execve) is reported.
+    Without, such a failure goes to the process's stderr. The pidfd is
     taken first: engines reap a process that exits at once, and a process
     that ran and exited has still been started."""
     import select
@@ -292,6 +299,9 @@ def _release_init(fifo: str, pid: int) -> None:
                         done = True  # EOF after "0": its end closed at execve
                     break
                 buf += chunk
+                if not until_exec and buf[:1] == b"0":
+                    done = True
+                    break
     finally:
         os.close(fd)
         os.close(pidfd)

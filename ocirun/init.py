@@ -354,7 +354,12 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
 
 def _report(init: Init, msg: str) -> None:
     try:
-        if init.fifo_fd >= 0:  # after start: `start` reads the error from the fifo
+        if init.fifo_fd >= 0:  # after start: `start` reads it if it waits (see
+            try:               # container._release_init), else EPIPE below
+                import _signal
+                _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # reset for execve
+            except OSError:
+                pass
             os.write(init.fifo_fd, f"error {msg}".encode())
         else:
             init.sync.send("error", msg)

@@ -237,3 +237,25 @@ def test_kill_and_delete_regex_match_as_crun(oci, bundle):
     assert oci.state("rxa2")["status"] == "created"
     oci.ok("delete", "--force", "--regex", "rx")  # both, unanchored
     assert oci.ids() == []
+
+
+def test_start_returns_once_released_and_exec_errors_reach_stderr(oci, bundle, tmp_path):
+    """As runc and crun: `start` returns once the init has read the go; an
+    execve that fails after that is reported on the process's stderr and
+    the container stops (with startContainer/poststart hooks, `start`
+    waits for the execve and reports it: see test_hooks)."""
+    bad = os.path.join(bundle.rootfs, "notabinary")
+    with open(bad, "wb") as f:
+        f.write(b"\x00\x01\x02 not an executable format\n")
+    os.chmod(bad, 0o755)
+    bundle.args("/notabinary")
+    err = tmp_path / "err"
+    with open(err, "w") as f:
+        r = subprocess.run([OCIRUN, "--root", oci.root, "create", "-b", bundle.path, "nx"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                           timeout=60)
+    assert r.returncode == 0, err.read_text()
+    oci.ok("start", "nx")
+    oci.wait_status("nx", "stopped")
+    assert "exec format error" in err.read_text().lower(), err.read_text()
+    oci.ok("delete", "nx")
