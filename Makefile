@@ -35,9 +35,9 @@ install:
 	rm -rf $(LIBDIR).new && mkdir -p $(LIBDIR).new $(BINDIR)
 	cp -r ocirun $(LIBDIR).new/
 	find $(LIBDIR).new -name __pycache__ -prune -exec rm -rf {} +
-	$(PY) -m compileall -q $(LIBDIR).new/ocirun
+	$(PY) -m compileall -q -o 0 -o 2 $(LIBDIR).new/ocirun
 	rm -rf $(LIBDIR) && mv $(LIBDIR).new $(LIBDIR)
-	printf '#!%s -IS\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.cli import run_and_exit\nrun_and_exit()\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
+	printf '#!%s -ISOO\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.cli import run_and_exit\nrun_and_exit()\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
 	chmod 755 $(BINDIR)/ocirun.new && mv $(BINDIR)/ocirun.new $(BINDIR)/ocirun
 	@echo "installed $(BINDIR)/ocirun (library in $(LIBDIR))"
 

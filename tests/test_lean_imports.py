@@ -15,7 +15,7 @@ AVOIDED = {"ctypes", "re", "json", "argparse", "enum", "signal", "socket", "shut
 
 
 def _imported(args: list[str]) -> set[str]:
-    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-IS", OCIRUN, *args],
+    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-ISOO", OCIRUN, *args],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     mods = set()
@@ -134,3 +134,18 @@ def test_oslite_environment_and_makedirs(tmp_path, monkeypatch):
         pass
     assert sorted(x[0] for x in oslite.walk(str(tmp_path / "a"))) == \
         sorted(x[0] for x in os.walk(str(tmp_path / "a")))
+
+
+def test_no_asserts_or_docstring_use_since_the_launchers_run_with_OO():
+    """bin/ocirun and the installed launcher run with -OO (no docstrings to
+    load): asserts would vanish and __doc__ would be None there."""
+    import ast
+    import pathlib
+    pkg = pathlib.Path(OCIRUN).resolve().parent.parent / "ocirun"
+    for f in pkg.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            assert not isinstance(node, ast.Assert), f"{f}:{node.lineno}: assert under -OO"
+            assert not (isinstance(node, ast.Attribute) and node.attr == "__doc__"), \
+                f"{f}:{node.lineno}: __doc__ is None under -OO"
+    assert open(OCIRUN).readline().split()[1:] == ["-ISOO"]
