@@ -76,6 +76,7 @@ class Container:
         self._sync = None
         self._mgr = None
         self._console = -1
+        self._created: dict | None = None  # create's state data, for run_foreground
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -128,7 +129,7 @@ class Container:
         terminal), wait for the exit status, clean up."""
         from ocirun.linux.foreground import forward_signals
         from ocirun.sync import PeerGone
-        data = self._data()
+        data = self._created or self._data()  # (create's own copy: no re-read)
         pid = self.pid
         sync = self._sync
         try:

@@ -71,7 +71,7 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
     pid = 0
     try:
-        c.sd.save(data)
+        c.sd.save(data)  # before the cgroup exists: a killed create leaves what to delete
         if plan.wait_fifo:
             os.mkfifo(c.sd.fifo)
             os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
@@ -87,6 +87,7 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
             os.close(plan.console_fd)
     c.pid = pid
     c._mgr = mgr
+    c._created = data
     c.sd.unlock()
     return c
 
@@ -117,8 +118,11 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     c._sync = parent
     data["pid"] = pid
     try:
-        if mgr is not None:  # while the init sets up its mounts
+        # while the init sets up its mounts: the resources, what `run` needs next
+        if mgr is not None:
             mgr.apply(resources)
+        if not plan.wait_fifo:
+            from ocirun.linux import foreground  # noqa: F401  (run_foreground)
         pid = _serve(c, plan, data, mgr, pid)
         data["pid"] = pid
         data["start_time"] = proc_start_time(pid)
