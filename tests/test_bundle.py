@@ -1,0 +1,87 @@
+"""The launchers' one-file bytecode bundle (ocirun/bundle.py) is only a
+cache: it must never run code that differs from the sources."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ocitest import OCIRUN
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(OCIRUN)))
+
+PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from ocirun.bundle import use_bundle, bundle_path
+print("used", use_bundle())
+import ocirun.cli, ocirun.linux.mounts, ocirun.errors
+from ocirun import linux
+print("loader", type(ocirun.cli.__spec__.loader).__name__)
+print("file", ocirun.cli.__file__)
+print("pkgpath", linux.__path__)
+print("marker", getattr(ocirun.cli, "BUNDLE_TEST_MARKER", None))
+"""
+
+
+def _probe(tree: str) -> dict:
+    r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", PROBE, tree], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+
+@pytest.fixture
+def tree(tmp_path):
+    shutil.copytree(os.path.join(REPO, "ocirun"), tmp_path / "ocirun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return str(tmp_path)
+
+
+def _bundle(tree: str) -> str:
+    d = os.path.join(tree, "ocirun", "__pycache__")
+    names = [n for n in os.listdir(d) if n.startswith("bundle.") and n.endswith(".bin")] \
+        if os.path.isdir(d) else []
+    return os.path.join(d, names[0]) if names else ""
+
+
+def test_built_on_first_use_and_modules_come_from_it(tree):
+    assert not _bundle(tree)
+    got = _probe(tree)
+    assert got["used"] == "True" and _bundle(tree)
+    assert got["loader"] == "_BundleFinder"
+    assert got["file"] == os.path.join(tree, "ocirun", "cli.py")
+    assert got["pkgpath"] == repr([os.path.join(tree, "ocirun", "linux")])
+
+
+def test_an_edited_source_wins_and_the_bundle_is_rebuilt(tree):
+    _probe(tree)
+    first = _bundle(tree)
+    cli = os.path.join(tree, "ocirun", "cli.py")
+    with open(cli, "a") as f:
+        f.write("\nBUNDLE_TEST_MARKER = 'edited'\n")
+    got = _probe(tree)
+    assert got["marker"] == "edited"  # the source, not the stale bundle
+    assert got["loader"] != "_BundleFinder"
+    assert not os.path.exists(first)  # removed: the next start rebuilds it
+    again = _probe(tree)
+    assert again["loader"] == "_BundleFinder" and again["marker"] == "edited"
+
+
+def test_a_broken_bundle_falls_back(tree):
+    _probe(tree)
+    with open(_bundle(tree), "wb") as f:
+        f.write(b"\x10\x00\x00\x00garbage")
+    got = _probe(tree)
+    assert got["used"] == "False" and got["loader"] == "SourceFileLoader"
+
+
+def test_the_launcher_runs_containers_through_it(oci, bundle):
+    bundle.args("/bin/true")
+    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-ISOO", OCIRUN, "--root",
+                        oci.root, "run", "-b", bundle.path, "bun"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ocirun.bundle" in r.stderr and "ocirun.init" in r.stderr
+    assert _bundle(REPO)
