@@ -22,6 +22,7 @@ print("loader", type(ocirun.cli.__spec__.loader).__name__)
 print("file", ocirun.cli.__file__)
 print("pkgpath", linux.__path__)
 print("marker", getattr(ocirun.cli, "BUNDLE_TEST_MARKER", None))
+print("columns", any(p[2] is not None for p in ocirun.cli.main.__code__.co_positions()))
 """
 
 
@@ -53,6 +54,7 @@ def test_built_on_first_use_and_modules_come_from_it(tree):
     assert got["loader"] == "_BundleFinder"
     assert got["file"] == os.path.join(tree, "ocirun", "cli.py")
     assert got["pkgpath"] == repr([os.path.join(tree, "ocirun", "linux")])
+    assert got["columns"] == "False"  # compiled with -X no_debug_ranges: smaller code
 
 
 def test_an_edited_source_wins_and_the_bundle_is_rebuilt(tree):
