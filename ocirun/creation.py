@@ -72,9 +72,6 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     pid = 0
     try:
         c.sd.save(data)  # before the cgroup exists: a killed create leaves what to delete
-        if plan.wait_fifo:
-            os.mkfifo(c.sd.fifo)
-            os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -97,8 +94,8 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     if mgr is not None:
         # built before the fork: the parent's writes after it copy pages
         resources = _resources_with_default_devices(plan.linux.get("resources"))
-        # before the clone: the init can then enter it by itself (SelfJoin)
-        mgr.create()
+        # before the clone, what lets the init enter it by itself (SelfJoin)
+        mgr.create_for_clone()
         join = mgr.self_join()
     plan.cgroup_join = join
     try:
@@ -118,10 +115,15 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     c._sync = parent
     data["pid"] = pid
     try:
-        # while the init sets up its mounts: the resources, what `run` needs next
+        # while the init sets up its mounts: the rest of the cgroup, the
+        # resources, the exec fifo, what `run` needs next
         if mgr is not None:
+            mgr.create_rest(join)
             mgr.apply(resources)
-        if not plan.wait_fifo:
+        if plan.wait_fifo:
+            os.mkfifo(c.sd.fifo)
+            os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
+        else:
             from ocirun.linux import foreground  # noqa: F401  (run_foreground)
         pid = _serve(c, plan, data, mgr, pid)
         data["pid"] = pid
@@ -137,6 +139,9 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         parent.close()
         c._sync = None
         raise
+    finally:
+        if join is not None:
+            join.close()  # task fds the init never asked for (it failed)
     if plan.wait_fifo:
         parent.close()
         c._sync = None
@@ -177,6 +182,15 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
                 sync.send("ok", b"", [fd])
             finally:
                 os.close(fd)
+            continue
+        elif verb == "cgroupfds":  # see SelfJoin.pending
+            join = plan.cgroup_join
+            fds, join.task_fds = join.task_fds, []
+            try:
+                sync.send("ok", b"", fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
             continue
         elif verb == "join":
             if mgr is not None:  # what the init does not enter by itself

@@ -48,9 +48,25 @@ class Init:
         self.sync.send(verb, payload)
         return self.sync.expect("ok")
 
+    def fetch_join_fds(self) -> None:
+        """The v1 `tasks` fds the runtime opened after the clone (SelfJoin.
+        pending); recvmsg, so before the seccomp filter."""
+        join = self.plan.cgroup_join
+        if join is not None and join.pending:
+            join.pending = False
+            self.sync.send("cgroupfds")
+            verb, payload, fds = self.sync.recv()
+            if verb != "ok":
+                for fd in fds:
+                    os.close(fd)
+                raise OciError(payload.decode(errors="replace") if verb == "error" else
+                               f"internal: {verb!r} instead of the cgroup fds")
+            join.task_fds = fds
+
     def join_cgroup(self) -> None:
         if not self.joined:
             self.joined = True
+            self.fetch_join_fds()
             self.ask("join")  # the parent has applied the resources
             if self.plan.cgroup_join is not None:
                 self.plan.cgroup_join.enter()
@@ -111,6 +127,7 @@ class Init:
             os.setsid()
         # from here on a dead parent shows as EOF at the "created" handshake
         k.prctl(k.PR_SET_PDEATHSIG, 0)
+        self.fetch_join_fds()
         seal_fds(env, plan.preserve_fds)
         drop_privileges(proc, self.sync)
         if plan.hooks.get("startContainer"):

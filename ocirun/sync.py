@@ -45,7 +45,8 @@ class Sync:
         """(verb, payload, fds); verb is "" at EOF (the peer exec'd or died)."""
         while True:
             try:
-                msg, anc, _flags, _addr = self.sock.recvmsg(1 << 16, _socket.CMSG_LEN(16))
+                msg, anc, _flags, _addr = self.sock.recvmsg(1 << 16, _socket.CMSG_LEN(4 * 64),
+                                                             _socket.MSG_CMSG_CLOEXEC)
                 break
             except InterruptedError:
                 continue

@@ -353,9 +353,10 @@ def concurrent_cli(area: Area, m: int, workers: int, log=print) -> dict:
 
 
 # -- crash safety -------------------------------------------------------------
-# typical durations on a 2-core VM: create ~40 ms, start ~10 ms, delete ~20 ms
-# (a third of that is Python starting); kill anywhere in [0, 1.5x].
-MAX_DELAY = {"create": 0.06, "run": 0.07, "run-d": 0.06, "start": 0.025, "delete": 0.04}
+# typical durations on a 2-core VM: create ~20-25 ms, start ~10 ms, delete
+# ~12 ms (8-9 ms of each is Python starting), plus ~3 ms to spawn them;
+# kill anywhere in [0, ~1.5x].
+MAX_DELAY = {"create": 0.04, "run": 0.05, "run-d": 0.045, "start": 0.02, "delete": 0.025}
 
 
 def _cmdline(pid: int) -> list[bytes]:

@@ -34,15 +34,19 @@ class SelfJoin:
       from birth changes no accounting).
     * done: the keys (as in FsV1Manager.paths) these cover; add_pid(skip=)
       does the rest. Cleared of "" when clone3 is not available.
+    * pending: the v1 directories are made after the clone, while the init
+      sets up its mounts (Manager.create_for_clone): the task fds reach it
+      later, over the sync socket (see init.Init.fetch_join_fds).
     """
 
-    __slots__ = ("task_fds", "into_fd", "done", "complete")
+    __slots__ = ("task_fds", "into_fd", "done", "complete", "pending")
 
     def __init__(self) -> None:
         self.task_fds: list[int] = []
         self.into_fd = -1
         self.done: set[str] = set()
         self.complete = False  # covers every key: no pid write, no fence at all
+        self.pending = False
 
     def enter(self) -> None:
         """Called by the new process itself (single-threaded), then closes."""
@@ -96,6 +100,14 @@ class Manager:
     def self_join(self) -> SelfJoin | None:
         """See SelfJoin; None when this manager has no such way in."""
         return None
+
+    def create_for_clone(self) -> None:
+        """create(), or as much of it as the clone needs: see create_rest."""
+        self.create()
+
+    def create_rest(self, join: SelfJoin | None) -> None:
+        """After the clone: what create_for_clone left, and the fds of
+        join.pending (keys it cannot open are left to add_pid)."""
 
     # -- shared --------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -404,6 +416,7 @@ class FsV1Manager(Manager):
         self.ctl = {c: d for k, d in paths.items() if k and not k.startswith("name=")
                     for c in k.split(",")}
         self.skipped: set[str] = set()
+        self._deferred: list[str] = []  # keys create_for_clone left to create_rest
 
     def dirs(self) -> list[str]:
         return list(self.paths.values())
@@ -414,9 +427,37 @@ class FsV1Manager(Manager):
                 return self.ctl[c]
         return next(iter(self.paths.values()))
 
-    def create(self) -> None:
+    def create_for_clone(self) -> None:
+        """Only the cgroup2 part of a hybrid layout (clone3 enters it): the v1
+        directories, ~1 ms of mkdirs, are made after the clone, in parallel
+        with the init's setup. (Not rootless: whether a hierarchy is
+        delegated decides how the init joins, before the clone.)"""
+        if self.rootless or os.geteuid() != 0:
+            self.create()
+            return
+        self._deferred = [k for k in self.paths if k]
+        self.create([k for k in self.paths if not k])
+
+    def create_rest(self, join: SelfJoin | None) -> None:
+        keys, self._deferred = self._deferred, []
+        if not keys:
+            return
+        self.create(keys)
+        if join is None or not join.pending:
+            return
+        for key in keys:
+            try:
+                join.task_fds.append(os.open(os.path.join(self.paths[key], "tasks"),
+                                             os.O_WRONLY | os.O_CLOEXEC))
+            except OSError:
+                join.done.discard(key)  # the runtime writes the pid at "join"
+                join.complete = False
+
+    def create(self, keys=None) -> None:
         from ocirun.cgroups.v1 import cpuset
         for key, d in self.paths.items():
+            if keys is not None and key not in keys:
+                continue
             try:
                 made = fsutil.mkdir_p(d)
             except OSError as e:
@@ -514,7 +555,9 @@ class FsV1Manager(Manager):
         j = SelfJoin()
         try:
             for key, d in self.paths.items():
-                if key:
+                if key in self._deferred:
+                    j.pending = True  # opened by create_rest
+                elif key:
                     j.task_fds.append(os.open(os.path.join(d, "tasks"),
                                               os.O_WRONLY | os.O_CLOEXEC))
                 elif "memory" not in self.ctl:
