@@ -115,17 +115,21 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     c._sync = parent
     data["pid"] = pid
     try:
-        # while the init sets up its mounts: the rest of the cgroup, the
-        # resources, the exec fifo, what `run` needs next
+        # while the init sets up its mounts: the rest of the cgroup (the
+        # init may soon ask for its fds), then the resources, the exec fifo
+        # and what `run` needs next (before anything else the init asks)
         if mgr is not None:
             mgr.create_rest(join)
-            mgr.apply(resources)
-        if plan.wait_fifo:
-            os.mkfifo(c.sd.fifo)
-            os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
-        else:
-            from ocirun.linux import foreground  # noqa: F401  (run_foreground)
-        pid = _serve(c, plan, data, mgr, pid)
+
+        def meanwhile() -> None:
+            if mgr is not None:
+                mgr.apply(resources)
+            if plan.wait_fifo:
+                os.mkfifo(c.sd.fifo)
+                os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
+            else:
+                from ocirun.linux import foreground  # noqa: F401  (run_foreground)
+        pid = _serve(c, plan, data, mgr, pid, meanwhile)
         data["pid"] = pid
         data["start_time"] = proc_start_time(pid)
         if plan.has_mount_ns:
@@ -147,52 +151,32 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         c._sync = None
     return pid
 
-def _serve(c, plan, data: dict, mgr, pid: int) -> int:
-    """Answer the init's requests until it says "created"."""
+def _serve(c, plan, data: dict, mgr, pid: int, meanwhile) -> int:
+    """Answer the init's requests until it says "created"; `meanwhile` runs
+    once, right after the first request that does not need it (the tasks
+    fds, which the init asks for first) or before any other."""
     from ocirun.sync import PeerGone
     try:
-        return _serve_requests(c, plan, data, mgr, pid)
+        return _serve_requests(c, plan, data, mgr, pid, meanwhile)
     except PeerGone:  # it died between two messages
         raise OciError(_death_reason(data["pid"])) from None
 
-def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
+def _serve_requests(c, plan, data: dict, mgr, pid: int, meanwhile) -> int:
     sync = c._sync
     while True:
         verb, payload, fds = sync.recv()
+        if verb in _EARLY:
+            pid = _serve_early(sync, plan, data, verb, payload, fds, pid)
+            if meanwhile is not None:  # the init goes on meanwhile
+                meanwhile()
+                meanwhile = None
+            continue
+        if meanwhile is not None:
+            meanwhile()
+            meanwhile = None
         if verb == "created":
             return pid
-        if verb == "maps":
-            from ocirun.linux.namespaces import write_id_maps
-            write_id_maps(pid, plan.uid_maps, plan.gid_maps)
-        elif verb == "pid":  # slow path: the real init is a second child
-            middle, pid = pid, int(payload)
-            os.waitpid(middle, 0)
-            data["pid"] = pid
-            continue  # no reply: the middle child is gone
-        elif verb == "netns":  # its network namespace, for linux.netDevices
-            from ocirun.linux import netdev
-            try:
-                netdev.move_all(plan.net_devices, fds[0])
-            finally:
-                for fd in fds:
-                    os.close(fd)
-        elif verb == "bindtree":  # a bind mount its user namespace cannot make
-            fd = _bind_tree_for_init(plan, int(payload))
-            try:
-                sync.send("ok", b"", [fd])
-            finally:
-                os.close(fd)
-            continue
-        elif verb == "cgroupfds":  # see SelfJoin.pending
-            join = plan.cgroup_join
-            fds, join.task_fds = join.task_fds, []
-            try:
-                sync.send("ok", b"", fds)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            continue
-        elif verb == "join":
+        if verb == "join":
             if mgr is not None:  # what the init does not enter by itself
                 mgr.add_pid(pid, skip=plan.cgroup_join.done if plan.cgroup_join else ())
         elif verb == "hooks":
@@ -224,6 +208,38 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int) -> int:
         else:
             raise OciError(f"internal: unexpected message {verb!r} from the container init")
         sync.send("ok")
+
+_EARLY = ("maps", "pid", "netns", "bindtree", "cgroupfds")  # need nothing of `meanwhile`
+
+
+def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[int],
+                 pid: int) -> int:
+    """The requests the init makes while it sets up its namespaces and
+    mounts; returns the init's pid."""
+    if verb == "pid":  # slow path: the real init is a second child
+        middle, pid = pid, int(payload)
+        os.waitpid(middle, 0)
+        data["pid"] = pid
+        return pid  # no reply: the middle child is gone
+    reply: list[int] = []
+    try:
+        if verb == "maps":
+            from ocirun.linux.namespaces import write_id_maps
+            write_id_maps(pid, plan.uid_maps, plan.gid_maps)
+        elif verb == "netns":  # its network namespace, for linux.netDevices
+            from ocirun.linux import netdev
+            netdev.move_all(plan.net_devices, fds[0])
+        elif verb == "bindtree":  # a bind mount its user namespace cannot make
+            reply = [_bind_tree_for_init(plan, int(payload))]
+        else:  # "cgroupfds": see SelfJoin.pending
+            join = plan.cgroup_join
+            reply, join.task_fds = join.task_fds, []
+        sync.send("ok", b"", reply)
+    finally:
+        for fd in fds + reply:
+            os.close(fd)
+    return pid
+
 
 def _bind_tree_for_init(plan, index: int) -> int:
     """mounts[index] prepared on the host (see Init.ask_bind_tree)."""
