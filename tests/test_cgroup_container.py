@@ -556,3 +556,32 @@ def test_create_delete_cycles_leave_no_cgroup(oci, bundle):
     assert [d for d in seen if os.path.exists(d)] == []
     assert oci.ids() == []
     print(f"{n} create/delete cycles: {time.monotonic() - t0:.1f}s")
+
+
+def test_delete_of_stopped_container_kills_what_its_init_left(oci, bundle, tmp_path):
+    """No pid namespace: the init exits, a background child lives on in the
+    cgroup. `delete` (no --force: the container is stopped) kills it and
+    removes every cgroup directory, as runc does."""
+    bundle.linux["namespaces"] = [n for n in bundle.linux["namespaces"] if n["type"] != "pid"]
+    out = tmp_path / "out"
+    out.mkdir()
+    bundle.config["mounts"].append({"destination": "/out", "type": "bind",
+                                    "source": str(out), "options": ["rbind"]})
+    bundle.sh("sleep 1000 & echo $! > /out/bg; exit 0")
+    cid = uid("left")
+    oci.ok("create", "--bundle", bundle.path, cid)
+    init = oci.state(cid)["pid"]
+    dirs = list(cg_dirs(init).values())
+    oci.ok("start", cid)
+    oci.wait_status(cid, "stopped")
+    deadline = time.monotonic() + 10
+    while not (out / "bg").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    bg = int((out / "bg").read_text())  # a host pid: no pid namespace
+    assert os.path.exists(f"/proc/{bg}")
+    oci.ok("delete", cid)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{bg}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{bg}"), "the leftover process survived delete"
+    assert [d for d in dirs if os.path.exists(d)] == []
