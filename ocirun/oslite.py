@@ -15,10 +15,21 @@ both see the same process, so mixing them is safe.
 import sys
 
 import posix
-from posix import *  # noqa: F401,F403  (posix has no __all__: every public name)
-from posix import _exit  # noqa: F401  (not exported by *)
 
-del environ  # noqa: F821  (bytes keys: use getenv() or environ_copy())
+
+def __getattr__(name: str):
+    """Everything else is posix's, looked up on first use and then kept
+    here (copying all ~300 names at import would cost ~0.2 ms)."""
+    if name != "environ":  # (bytes keys: use getenv() or environ_copy())
+        try:
+            value = getattr(posix, name)
+        except AttributeError:
+            pass
+        else:
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 error = OSError
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
