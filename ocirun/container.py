@@ -22,6 +22,26 @@ def cgroup_manager(data: dict):
     return cgroups.manager_from_state(cg)
 
 
+def _remove_empty_cgroup(cg: dict | None) -> bool:
+    """rmdir the cgroupfs directories a state names; True when none is left.
+    False (and the cgroup manager's destroy() then does the rest: kill what
+    is inside, sub-cgroups, its errors) at the first one the kernel refuses,
+    or for a driver that is more than directories (systemd)."""
+    if not cg or cg.get("driver") != "cgroupfs":
+        return not cg
+    dirs = list(cg["paths"].values()) if cg.get("paths") is not None else [cg.get("dir")]
+    for d in dirs:
+        if not d:
+            return False
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:  # EBUSY: processes inside; ENOTEMPTY: sub-cgroups
+            return False
+    return True
+
+
 def _guess_cgroup_manager(cid: str):
     """The default cgroup of `cid`, for a state.json that can no longer be
     read: the best guess at what create made, used only by delete."""
@@ -189,7 +209,10 @@ class Container:
         st = self.sd.status()
         if st in ("running", "paused") and not force:
             raise StateError(f"cannot delete container {self.id} that is not stopped: {st}")
-        mgr = cgroup_manager(data) if loaded is not None else _guess_cgroup_manager(self.id)
+        if st == "stopped" and loaded is not None and _remove_empty_cgroup(data.get("cgroup")):
+            mgr = None  # the usual case, without loading the cgroup managers
+        else:
+            mgr = cgroup_manager(data) if loaded is not None else _guess_cgroup_manager(self.id)
         if st != "stopped":  # (what a stopped init left behind: mgr.destroy kills it)
             if st == "paused" and mgr is not None:
                 mgr.thaw()

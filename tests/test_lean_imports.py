@@ -47,6 +47,16 @@ def test_state_start_delete_paths_are_smaller_still(oci, bundle):
         assert "__future__" not in mods, args  # modules on these paths do without it
 
 
+def test_delete_of_a_stopped_container_loads_no_cgroup_manager(oci, bundle):
+    bundle.args("/bin/true")
+    oci.ok("run", "-d", "-b", bundle.path, "lean3")
+    oci.wait_status("lean3", "stopped")
+    mods = _imported(["--root", oci.root, "delete", "lean3"])
+    assert "ocirun.container" in mods
+    assert not {m for m in mods if m.startswith("ocirun.cgroups")}, sorted(mods)
+    assert oci.ids() == []
+
+
 def test_seccomp_cache_hit_needs_neither_ctypes_nor_json(oci, bundle):
     bundle.args("/bin/true")
     bundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
