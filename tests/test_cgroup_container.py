@@ -191,6 +191,10 @@ def test_memory_limit_oom_kills_hog_and_events_reports_it(oci, bundle, driver):
     ev = subprocess.Popen([OCIRUN, "--root", oci.root, "events", "--interval", "200ms", cid],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # its first event (stats) comes after it read the OOM count it starts
+        # from: only then may the hog run (a slow VM can take longer than
+        # the container's own 0.3 s head start)
+        assert json.loads(ev.stdout.readline())["type"] == "stats"
         oci.ok("start", cid)
         res = wait_for(lambda: read_file(os.path.join(bundle.rootfs, "tmp/res")), 30, "the hog")
         assert res.strip() == "hog=137"  # SIGKILL by the OOM killer

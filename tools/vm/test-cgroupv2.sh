@@ -21,6 +21,9 @@ fi
 # the container tests need busybox-static in the guest (the bundle fixture copies
 # /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
 ARGS=${*:-tests/cgroups tests/test_cgroup_container.py}
+# the launcher's bytecode bundle (ocirun/bundle.py), built here: a rebuild in
+# the guest runs under TCG (seconds) and would land in the middle of a test
+/usr/bin/python3 -ISOO -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
 exec "$HERE/run-in-guest.sh" "$REPO" \
   "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_CG_CYCLES=${OCIRUN_CG_CYCLES:-20}; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
