@@ -174,10 +174,8 @@ class Manager:
 
     def destroy(self) -> None:
         """Kill what is left, then remove the directories; idempotent.
-        The usual case, nothing left inside, is just the rmdirs: the kernel
-        refuses (EBUSY) to remove a cgroup that still has processes."""
-        if self._rmdir_all():
-            return
+        (delete of a stopped container first tries the plain rmdirs without
+        loading the managers: container._remove_empty_cgroup.)"""
         deadline = time.monotonic() + 5
         while self.exists():
             pids = self.pids()
@@ -192,20 +190,6 @@ class Manager:
                 fsutil.rmdir_tree(d)
             except OSError as e:
                 raise CgroupError(f"removing cgroup {d}: {os.strerror(e.errno)}") from None
-
-    def _rmdir_all(self) -> bool:
-        """rmdir every directory; False at the first one that is busy or has
-        sub-cgroups (destroy then takes the long way)."""
-        for d in self.dirs():
-            try:
-                os.rmdir(d)
-            except (FileNotFoundError, NotADirectoryError):
-                pass
-            except OSError as e:
-                if e.errno in (errno.EBUSY, errno.ENOTEMPTY, errno.EAGAIN):
-                    return False
-                raise CgroupError(f"removing cgroup {d}: {os.strerror(e.errno)}") from None
-        return True
 
     def to_state(self) -> dict:
         return {"driver": self.driver, "version": self.version, "path": self.path,
