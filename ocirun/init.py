@@ -8,7 +8,9 @@ Runs in the forked child. Every failure is sent to the parent as one line
  3. mount namespace: propagation, the rootfs bound onto itself
  4. mounts in order (cgroup mounts deferred), devices, /dev symlinks
  5. join the cgroup, prestart/createRuntime hooks (parent), createContainer hooks
- 6. cgroup namespace and the deferred cgroup mounts
+ 6. cgroup namespace and the deferred cgroup mounts (joining first only if
+    they must show the cgroup we are in: not for binds of directories the
+    runtime named, see cgroupfs.planned_sources)
  7. pivot_root (or MS_MOVE + chroot), sysctl, hostname, masked / read-only paths
  8. rlimits, oomScoreAdj, cwd, the executable looked up, user, capabilities,
     no_new_privs, seccomp (as late as possible)
@@ -106,10 +108,14 @@ class Init:
             from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
             st = dict(self.get_state(), status="created")
             run_hooks(plan.hooks["createContainer"], "createContainer", st)
-        if plan.mounts_later or plan.ns.new_cgroup:
-            self.join_cgroup()
+        if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_sources is None):
+            self.join_cgroup()  # the mounts show the cgroup we are in
             if plan.ns.new_cgroup:
                 k.unshare(k.CLONE_NEWCGROUP)
+            self.mount_cgroups()
+        elif plan.mounts_later:
+            # binds of the directories the runtime named: the join can wait
+            self.fetch_join_fds()  # (sent once they all exist)
             self.mount_cgroups()
         self.enter_root(k)
         pty = self.setup_console() if proc.terminal else None
@@ -273,7 +279,7 @@ class Init:
 
     def mount_cgroups(self) -> None:
         for step in self.plan.mounts_later:
-            cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup)
+            cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup, self.plan.cgroup_sources)
 
     def enter_root(self, k) -> None:
         root = self.plan.rootfs

@@ -543,6 +543,23 @@ def test_cgroup_namespace_sees_root_and_own_limits(oci, bundle):
     assert "max=37" in lines
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_cgroup_mount_without_namespace_is_own_cgroup(oci, bundle, driver):
+    """Without a cgroup namespace /sys/fs/cgroup binds the container's own
+    directories (the init mounts them before it joins, from the paths the
+    runtime names): its limit reads back, and its init is listed there."""
+    bundle.linux["resources"]["pids"] = {"limit": 41}
+    d = "/sys/fs/cgroup" if IS_V2 else "/sys/fs/cgroup/pids"
+    bundle.sh(f"echo max=$(cat {d}/pids.max); grep -qx 1 {d}/cgroup.procs && echo init-in"
+              "; for f in /sys/fs/cgroup/*/cgroup.procs; do grep -qx 1 $f || echo NOTIN $f; done")
+    r = oci.run(bundle, uid("mnt"), global_args=gargs(driver))
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert "max=41" in lines, r.out
+    assert "init-in" in lines, r.out
+    assert not [ln for ln in lines if ln.startswith("NOTIN")], r.out
+
+
 def test_create_delete_cycles_leave_no_cgroup(oci, bundle):
     bundle.args("sleep", "1000")
     seen: list[str] = []
