@@ -59,7 +59,7 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
     if plan.mounts_later and not plan.ns.new_cgroup:
         from ocirun.linux import cgroupfs
-        plan.cgroup_sources = cgroupfs.planned_sources(mgr)
+        plan.cgroup_binds = cgroupfs.planned_binds(mgr)
     c.sd.make()
     data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
             "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
@@ -104,7 +104,7 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     if join is None or not join.pending and mgr.version == "v1":
         # v1 directories appear after the clone; without task fds to ask for,
         # the init has nothing to wait for them with but its "join"
-        plan.cgroup_sources = None
+        plan.cgroup_binds = None
     try:
         parent, child = Sync.pair()
         dirfd = os.open(c.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

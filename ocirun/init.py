@@ -10,7 +10,7 @@ Runs in the forked child. Every failure is sent to the parent as one line
  5. join the cgroup, prestart/createRuntime hooks (parent), createContainer hooks
  6. cgroup namespace and the deferred cgroup mounts (joining first only if
     they must show the cgroup we are in: not for binds of directories the
-    runtime named, see cgroupfs.planned_sources)
+    runtime named, see cgroupfs.planned_binds)
  7. pivot_root (or MS_MOVE + chroot), sysctl, hostname, masked / read-only paths
  8. rlimits, oomScoreAdj, cwd, the executable looked up, user, capabilities,
     no_new_privs, seccomp (as late as possible)
@@ -108,7 +108,7 @@ class Init:
             from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
             st = dict(self.get_state(), status="created")
             run_hooks(plan.hooks["createContainer"], "createContainer", st)
-        if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_sources is None):
+        if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_binds is None):
             self.join_cgroup()  # the mounts show the cgroup we are in
             if plan.ns.new_cgroup:
                 k.unshare(k.CLONE_NEWCGROUP)
@@ -279,7 +279,7 @@ class Init:
 
     def mount_cgroups(self) -> None:
         for step in self.plan.mounts_later:
-            cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup, self.plan.cgroup_sources)
+            cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup, self.plan.cgroup_binds)
 
     def enter_root(self, k) -> None:
         root = self.plan.rootfs

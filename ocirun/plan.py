@@ -29,7 +29,7 @@ class InitPlan:
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
                  "wait_fifo", "has_mount_ns", "mount_label", "console_fd",
-                 "cgroup_join", "cgroup_sources", "linux", "net_devices", "runtime_is_root")
+                 "cgroup_join", "cgroup_binds", "linux", "net_devices", "runtime_is_root")
 
 
 def build_process(proc: dict, base: str = "process") -> ProcessPlan:
@@ -137,7 +137,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
                 step.data = lsm.mount_data(step.data, plan.mount_label)
     plan.console_fd = -1
     plan.cgroup_join = None  # set by the runtime: cgroups.manager.SelfJoin
-    plan.cgroup_sources = None  # set by the runtime: linux.cgroupfs.planned_sources
+    plan.cgroup_binds = None  # set by the runtime: linux.cgroupfs.planned_binds
     return plan
 
 

@@ -270,7 +270,8 @@ def _make_leaf(rootfd: int, path: str, is_dir: bool, mode: int) -> bool:
     return True
 
 
-def _attrs_from_flags(flags: int, clear: int) -> tuple[int, int]:
+def attrs_from_flags(flags: int, clear: int) -> tuple[int, int]:
+    """MS_* flags to set and to clear -> mount_setattr's (attr_set, attr_clr)."""
     s = c = 0
     for ms, attr in ((_MS_RDONLY, _ATTR_RDONLY), (_MS_NOSUID, _ATTR_NOSUID),
                      (_MS_NODEV, _ATTR_NODEV), (_MS_NOEXEC, _ATTR_NOEXEC),
@@ -298,7 +299,7 @@ def bind_tree(source: str | int, recursive: bool, flags: int = 0, clear: int = 0
     else:
         fd = k.open_tree(-100, source, tflags)
     try:
-        s, c = _attrs_from_flags(flags, clear)
+        s, c = attrs_from_flags(flags, clear)
         if userns_fd >= 0:
             k.mount_setattr(fd, "", k.AT_EMPTY_PATH | (k.AT_RECURSIVE if recursive else 0),
                             k.MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
