@@ -63,7 +63,6 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
     (pure v2: below its parent), as runc. systemd: 'slice:prefix:name' (default 'system.slice:ocirun:<id>',
     user.slice when rootless) -> unit '<prefix>-<name>.scope' in that slice.
     """
-    from ocirun.cgroups.manager import FsV1Manager, FsV2Manager
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise ConfigError(JPATH, "must be a string")
     if not container_id or "/" in container_id or container_id in (".", ".."):
@@ -88,6 +87,7 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
         return mountpoint + _under(own.get(key, "/"), mroot, inner)
 
     if layout.mode == "v2":
+        from ocirun.cgroups.fs_v2 import FsV2Manager
         return FsV2Manager(inner, layout.unified,
                            resolve("", layout.unified, layout.unified_root), rootless)
     paths, mounts = {}, {}
@@ -97,17 +97,19 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
     if layout.unified:
         paths[""] = resolve("", layout.unified, layout.unified_root)
         mounts[""] = layout.unified
+    from ocirun.cgroups.fs_v1 import FsV1Manager
     return FsV1Manager(inner, paths, mounts, rootless)
 
 
 def manager_from_state(d: dict):
     """Rebuild the manager saved by to_state() (no fs access)."""
-    from ocirun.cgroups.manager import FsV1Manager, FsV2Manager
     if d.get("driver") == "systemd":
         from ocirun.cgroups.systemd import SystemdManager
         return SystemdManager.from_state(d)
     if d.get("version") == "v2":
+        from ocirun.cgroups.fs_v2 import FsV2Manager
         return FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
+    from ocirun.cgroups.fs_v1 import FsV1Manager
     return FsV1Manager(d["path"], d["paths"], d["mounts"], d.get("rootless", False))
 
 

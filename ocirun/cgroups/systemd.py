@@ -15,7 +15,7 @@ from ocirun import oslite as os
 
 from ocirun.cgroups import spec
 from ocirun.cgroups.layout import Layout, detect
-from ocirun.cgroups.manager import CgroupError, FsV1Manager, FsV2Manager, Manager
+from ocirun.cgroups.manager import CgroupError, Manager
 from ocirun.errors import ConfigError
 
 JPATH = "linux.cgroupsPath"
@@ -204,7 +204,7 @@ class SystemdManager(Manager):
             raise CgroupError(f"systemd: starting {self.unit}: job {result}")
         # v1: systemd only makes the hierarchies it manages; join the rest ourselves
         self.fs.create()
-        if isinstance(self.fs, FsV1Manager):
+        if self.fs.version == "v1":
             self.fs.add_pid(pid)
         if self.pending:
             res, self.pending = self.pending, None
