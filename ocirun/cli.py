@@ -143,40 +143,23 @@ def _print_json(obj) -> None:
 
 
 def _help(cmd: str | None = None) -> int:
-    if cmd is None:
-        lines = [f"ocirun {VERSION} - an OCI container runtime in Python", "",
-                 "usage: ocirun [global options] COMMAND [options] [arguments]", "",
-                 "commands:"]
-        for name, (desc, _, _) in _all_commands().items():
-            lines.append(f"   {name:<10} {desc}")
-        lines += ["", "global options:"]
-        for name, (al, takes, desc) in GLOBAL.items():
-            flag = f"--{name}" + (" value" if takes else "")
-            lines.append(f"   {flag:<24} {desc}")
-    else:
-        desc, usage, spec = _all_commands()[cmd]
-        lines = [f"ocirun {cmd} - {desc}", "", f"usage: ocirun {cmd} {usage}", "", "options:"]
-        for name, (al, takes, d) in spec.items():
-            flag = ", ".join([f"--{name}"] + [f"-{x}" for x in al]) + (" value" if takes else "")
-            lines.append(f"   {flag:<28} {d}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    from ocirun.cli_extra import show_help
+    return show_help(cmd)
 
 
 def _all_commands() -> dict:
-    cmds = dict(COMMANDS)
-    for cmd in EXTERNAL:
-        mod = _external(cmd)
-        if mod is not None and cmd in mod.COMMANDS:
-            cmds[cmd] = mod.COMMANDS[cmd]
-    return cmds
+    from ocirun.cli_extra import all_commands
+    return all_commands()
 
 
 def _version() -> int:
-    from ocirun.specgen import OCI_VERSION
-    sys.stdout.write(f"ocirun version {VERSION}\nspec: {OCI_VERSION}\n"
-                     f"python: {sys.version.split()[0]}\n")
-    return 0
+    from ocirun.cli_extra import show_version
+    return show_version()
+
+
+def parse_signal(s: str) -> int:
+    from ocirun.cli_extra import parse_signal
+    return parse_signal(s)
 
 
 def _create_opts(a: Args, g: Args):
@@ -197,38 +180,9 @@ def _create_opts(a: Args, g: Args):
                          cgroup_manager=g.opts.get("cgroup-manager"))
 
 
-def parse_signal(s: str) -> int:
-    import signal
-    if s.isdigit():
-        n = int(s)
-        if not 0 < n < 65:
-            raise _usage_error(f"invalid signal number {s}")
-        return n
-    name = s.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    sig = getattr(signal, name, None)
-    if not isinstance(sig, signal.Signals):
-        if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
-            try:
-                off = int(name[9:])
-            except ValueError:
-                raise _usage_error(f'unknown signal "{s}"') from None
-            base = signal.SIGRTMIN if name.startswith("SIGRTMIN") else signal.SIGRTMAX
-            return base + off if name.startswith("SIGRTMIN") else base - off
-        raise _usage_error(f'unknown signal "{s}"')
-    return int(sig)
-
-
-def _ids_matching(pattern: str, root: str | None) -> list[str]:
-    import re
-    from ocirun.statedir import default_root, list_ids
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise _usage_error(f"invalid regular expression {pattern!r}: {e}") from None
-    # unanchored, as crun (regexec): anchor with ^ and $ for a whole id
-    return [i for i in list_ids(root or default_root()) if rx.search(i)]
+def _extra():
+    from ocirun import cli_extra
+    return cli_extra
 
 
 def dispatch(cmd: str, rest: list[str], g: Args) -> int:
@@ -257,13 +211,13 @@ def dispatch(cmd: str, rest: list[str], g: Args) -> int:
     if cmd == "kill":
         cid = _need_id(a, cmd, extra_ok=1)
         sig = parse_signal(a.pos[1]) if len(a.pos) > 1 else 15
-        ids = _ids_matching(cid, root) if a.opts.get("regex") else [cid]
+        ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
         for i in ids:
             ctr.kill(i, sig, root, a.opts.get("all", False))
         return 0
     if cmd == "delete":
         cid = _need_id(a, cmd)
-        ids = _ids_matching(cid, root) if a.opts.get("regex") else [cid]
+        ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
         for i in ids:
             ctr.delete(i, root, a.opts.get("force", False))
         return 0
@@ -277,42 +231,13 @@ def dispatch(cmd: str, rest: list[str], g: Args) -> int:
         elif fmt == "json":
             _print_json(states or None)
         elif fmt == "table":
-            _print_table(states)
+            _extra().print_table(states)
         else:
             raise _usage_error(f"invalid format option {fmt!r}: use table or json")
         return 0
     if cmd == "spec":
-        return _spec(a)
+        return _extra().write_spec(a)
     raise _usage_error(f"unknown command {cmd!r}")  # pragma: no cover
-
-
-def _print_table(states: list[dict]) -> None:
-    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-    for s in states:
-        rows.append((s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"],
-                     s.get("owner") or "root"))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    for r in rows:
-        sys.stdout.write("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
-
-
-def _spec(a: Args) -> int:
-    import json
-    from ocirun.errors import OciError
-    from ocirun.specgen import default_spec
-    bundle = a.opts.get("bundle", ".")
-    path = os.path.join(bundle, "config.json")
-    if os.path.exists(path):
-        raise OciError(f"File {path} exists. Remove it first")
-    rootless = a.opts.get("rootless", False)
-    cfg = default_spec(rootless=rootless, uid=os.geteuid(), gid=os.getegid())
-    try:
-        with open(path, "x") as f:
-            json.dump(cfg, f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise OciError(f"cannot write {path}: {e.strerror}") from None
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
