@@ -231,7 +231,7 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
     reply: list[int] = []
     try:
         if verb == "maps":
-            from ocirun.linux.namespaces import write_id_maps
+            from ocirun.linux.userns import write_id_maps
             write_id_maps(pid, plan.uid_maps, plan.gid_maps)
         elif verb == "netns":  # its network namespace, for linux.netDevices
             from ocirun.linux import netdev
@@ -250,9 +250,9 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
 
 def _bind_tree_for_init(plan, index: int) -> int:
     """mounts[index] prepared on the host (see Init.ask_bind_tree)."""
-    from ocirun.linux import mounts, namespaces
+    from ocirun.linux import mounts, userns
     step = plan.mounts_now[index]
-    userns_fd = namespaces.idmap_userns(step, plan) if mounts.is_idmapped(step) else -1
+    userns_fd = userns.idmap_userns(step, plan) if mounts.is_idmapped(step) else -1
     try:
         return mounts.prepare_bind(step, userns_fd)
     finally:
@@ -384,6 +384,9 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
     from ocirun import init  # noqa: F401  (its imports must happen before the fork)
     if plan.hooks.get("createContainer") or plan.hooks.get("startContainer"):
         from ocirun import hooks  # noqa: F401  (run by the init after pivot_root)
+    from ocirun.linux import mounts
+    if any(mounts.is_idmapped(s) for s in plan.mounts_now):
+        from ocirun.linux import userns  # noqa: F401  (the init's idmapped mounts)
     from ocirun.kernel import syscalls as k
     from ocirun.linux import namespaces as nsmod
     ns = plan.ns

@@ -228,7 +228,8 @@ class Init:
                     mounts.is_idmapped(step) or not mounts.reachable(step.source)):
                 tree = self.ask_bind_tree(i)
             elif mounts.is_idmapped(step):
-                userns_fd = nsmod.idmap_userns(step, plan)
+                from ocirun.linux import userns  # (loaded by the runtime: creation._spawn)
+                userns_fd = userns.idmap_userns(step, plan)
             try:
                 mounts.apply_mount(self.rootfd, step, userns_fd, tree)
             finally:
