@@ -47,6 +47,9 @@ def _sources(pkg_dir: str):
                 yield (mod if stem == "__init__" else f"{mod}.{stem}"), e.path, stem == "__init__"
 
 
+_FUTURE_LINE = b"from __future__ import annotations\n"
+
+
 def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     """Compile every module of the package (at this interpreter's -O level)
     into the bundle; written atomically. Returns its path.
@@ -59,13 +62,20 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
         optimize = sys.flags.optimize
     if not sys._xoptions.get("no_debug_ranges"):
         return _build_in_child(pkg_dir, optimize)
+    import __future__
     index, chunks, off = {}, [], 0
     for name, path, is_pkg in sorted(_sources(pkg_dir)):
         with open(path, "rb") as f:
             st = posix.fstat(f.fileno())
             src = f.read()
+        # the same lazy annotations, without importing the __future__ module
+        # (a .py file of the stdlib) at run time: the flag instead of the line
+        flags = 0
+        if _FUTURE_LINE in src:
+            src = src.replace(_FUTURE_LINE, b"\n", 1)
+            flags = __future__.annotations.compiler_flag
         code = marshal.dumps(_without_line_table(
-            compile(src, path, "exec", dont_inherit=True, optimize=optimize)))
+            compile(src, path, "exec", flags=flags, dont_inherit=True, optimize=optimize)))
         index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code))
         chunks.append(code)
         off += len(code)

@@ -24,6 +24,8 @@ print("pkgpath", linux.__path__)
 print("marker", getattr(ocirun.cli, "BUNDLE_TEST_MARKER", None))
 print("columns", any(p[2] is not None for p in ocirun.cli.main.__code__.co_positions()))
 print("lines", len(ocirun.cli.main.__code__.co_linetable))
+import ocirun.init
+print("future", "__future__" in sys.modules, ocirun.init.Init.ask.__annotations__["verb"])
 """
 
 
@@ -57,6 +59,7 @@ def test_built_on_first_use_and_modules_come_from_it(tree):
     assert got["pkgpath"] == repr([os.path.join(tree, "ocirun", "linux")])
     assert got["columns"] == "False"  # compiled with -X no_debug_ranges: smaller code
     assert got["lines"] == "0"  # and without line tables
+    assert got["future"] == "False str"  # lazy annotations without importing __future__
 
 
 def test_an_edited_source_wins_and_the_bundle_is_rebuilt(tree):
