@@ -62,6 +62,22 @@ def environ_copy() -> dict:
             for k, v in posix.environ.items()}
 
 
+def read_bytes(path: str) -> bytes:
+    """The whole file: open, read to EOF, close; none of open()'s io
+    objects and their fstat/ioctl/lseek calls (state and /proc files on
+    every command)."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            b = posix.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        posix.close(fd)
+
+
 def makedirs(name: str, mode: int = 0o777, exist_ok: bool = False) -> None:
     """os.makedirs: create name and any missing parents."""
     head, tail = path.split(name)

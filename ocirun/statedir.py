@@ -49,8 +49,7 @@ def check_id(cid: str) -> None:
 def proc_start_time(pid: int) -> int | None:
     """Start time of pid in clock ticks since boot, or None if it is gone or a zombie."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = os.read_bytes(f"/proc/{pid}/stat")
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
@@ -216,8 +215,7 @@ class StateDir:
         """The saved state, or None while (or if) create has not finished."""
         if self._data is None:
             try:
-                with open(os.path.join(self.path, STATE_FILE), "rb") as f:
-                    self._data = jsonutil.loads(f.read())
+                self._data = jsonutil.loads(os.read_bytes(os.path.join(self.path, STATE_FILE)))
             except FileNotFoundError:
                 if not os.path.isdir(self.path):
                     raise ContainerNotFound(self.id) from None
@@ -265,11 +263,9 @@ def _frozen(cg: dict) -> bool:
             d = next((v for k, v in paths.items() if "freezer" in k.split(",")), None)
             if d is None:
                 return False
-            with open(os.path.join(d, "freezer.state"), "rb") as f:
-                return f.read().strip() == b"FROZEN"
+            return os.read_bytes(os.path.join(d, "freezer.state")).strip() == b"FROZEN"
         if cg.get("driver") == "cgroupfs" and cg.get("dir"):  # v2
-            with open(os.path.join(cg["dir"], "cgroup.events"), "rb") as f:
-                return b"frozen 1" in f.read()
+            return b"frozen 1" in os.read_bytes(os.path.join(cg["dir"], "cgroup.events"))
     except OSError:
         return False
     from ocirun.container import cgroup_manager

@@ -94,6 +94,20 @@ PATHS = ["", "/", "//", "///", "a", "a/", "/a/b/", "a//b", "/a/./b/../c", "../x"
          "//a/b", "/..", "./", "a/b/../../..", "/a/b/c/../../d/"]
 
 
+def test_oslite_read_bytes_reads_whole_files(tmp_path):
+    import os
+    import pytest
+    from ocirun import oslite
+    big = bytes(range(256)) * 1000  # several reads
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "empty").write_bytes(b"")
+    assert oslite.read_bytes(str(tmp_path / "big")) == big
+    assert oslite.read_bytes(str(tmp_path / "empty")) == b""
+    assert oslite.read_bytes("/proc/self/stat").startswith(str(os.getpid()).encode())
+    with pytest.raises(FileNotFoundError):
+        oslite.read_bytes(str(tmp_path / "missing"))
+
+
 def test_oslite_path_functions_match_posixpath(tmp_path):
     import os
     import posixpath

@@ -39,8 +39,7 @@ def write(dirpath: str, name: str, value: str | int, jpath: str) -> None:
 
 
 def read(dirpath: str, name: str) -> str:
-    with open(os.path.join(dirpath, name)) as f:
-        return f.read()
+    return os.read_bytes(os.path.join(dirpath, name)).decode()
 
 
 def read_int(dirpath: str, name: str, default: int = 0) -> int:
@@ -95,8 +94,7 @@ def procs(dirpath: str, recursive: bool = True) -> list[int]:
     out: list[int] = []
     for d, subdirs, _ in (os.walk(dirpath) if recursive else [(dirpath, [], [])]):
         try:
-            with open(os.path.join(d, "cgroup.procs")) as f:
-                out.extend(int(x) for x in f.read().split())
+            out.extend(int(x) for x in os.read_bytes(os.path.join(d, "cgroup.procs")).split())
         except OSError:
             pass
     return sorted(set(out))
