@@ -10,7 +10,9 @@ from ocirun import oslite as os
 from ocirun import log
 from ocirun.errors import ContainerNotFound, OciError, StateError
 from ocirun import OCI_VERSION
-from ocirun.statedir import StateDir, default_root, is_init, list_ids
+from ocirun.statedir import StateDir, default_root, init_waits, is_init, list_ids
+
+_SILENT_MS = 200  # see _release_init
 
 
 def cgroup_manager(data: dict):
@@ -133,14 +135,14 @@ class Container:
 
     def _start(self) -> None:
         data = self._data()
-        st = self.sd.status()
+        st = self.sd.status(exact=False)
         if st != "created":
             raise StateError(f"cannot start a container that is {st}" if st != "stopped"
                              else "cannot start a container that has stopped")
         hooks = data.get("hooks") or {}
         # startContainer runs between the fifo and execve, and poststart must
         # follow the execve: only then is there something to wait for
-        _release_init(self.sd.fifo, data["pid"],
+        _release_init(self.sd, data["pid"],
                       until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
         _warn_hooks(data, "poststart", "running")
 
@@ -283,15 +285,18 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         os.close(pidfd)
 
 
-def _release_init(fifo: str, pid: int, until_exec: bool = False) -> None:
+def _release_init(sd, pid: int, until_exec: bool = False) -> None:
     """Open the exec fifo for reading: the init's blocked open returns, it
     writes "0" and execs. Like runc and crun, return once the "0" is read;
     with `until_exec`, wait until its end closes at execve (EOF here), so
     that what fails in between (startContainer hooks, execve) is reported.
     Without, such a failure goes to the process's stderr. The pidfd is
     taken first: engines reap a process that exits at once, and a process
-    that ran and exited has still been started."""
+    that ran and exited has still been started. An init that stays silent
+    for a while is checked once: a fifo left by a start killed after the
+    execve must not make us wait for ever (see statedir.init_waits)."""
     import select
+    fifo = sd.fifo
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -309,8 +314,14 @@ def _release_init(fifo: str, pid: int, until_exec: bool = False) -> None:
         # (a fifo reports POLLHUP only once a writer has come and gone since
         # our open, so this sleeps until the init writes or exits)
         done = False
+        checked = False
         while not done:
-            events = dict(poller.poll())
+            events = dict(poller.poll(-1 if checked or buf else _SILENT_MS))
+            if not events and not checked and not buf:
+                checked = True
+                if not init_waits(pid, sd.path, fifo):
+                    raise StateError("cannot start a container that is running")
+                continue
             if pidfd in events:
                 done = True  # the init is gone: take what it wrote, then stop
             while True:

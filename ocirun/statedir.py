@@ -228,7 +228,10 @@ class StateDir:
     def fifo(self) -> str:
         return os.path.join(self.path, FIFO)
 
-    def status(self) -> str:
+    def status(self, exact: bool = True) -> str:
+        """exact=False: an existing exec fifo is taken for "created" without
+        looking at the init's fds (start confirms it only if the init stays
+        silent: see container._release_init)."""
         data = self.load()
         if data is None or data.get("status") == "creating":
             # create still running (it holds the lock) or died half way
@@ -248,7 +251,7 @@ class StateDir:
         if data.get("cgroup") and _frozen(data["cgroup"]):
             # (before the fifo test: runc can pause a created container)
             return "paused"
-        if os.path.exists(self.fifo) and _init_waits(pid, self.path, self.fifo):
+        if os.path.exists(self.fifo) and (not exact or init_waits(pid, self.path, self.fifo)):
             return "created"
         return "running"
 
@@ -273,7 +276,7 @@ def _frozen(cg: dict) -> bool:
     return mgr is not None and mgr.frozen()
 
 
-def _init_waits(pid: int, path: str, fifo: str) -> bool:
+def init_waits(pid: int, path: str, fifo: str) -> bool:
     """True while the init has not exec'd: until execve it holds an fd on
     the state dir (then on the exec fifo); both are O_CLOEXEC. The fifo alone
     is not enough: a `start` killed after the exec but before it removed the
