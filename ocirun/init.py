@@ -378,8 +378,15 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
 
 def _report(init: Init, msg: str) -> None:
     try:
-        if init.fifo_fd >= 0:  # after start: `start` reads it if it waits (see
-            try:               # container._release_init), else EPIPE below
+        if init.fifo_fd >= 0:
+            # after start. It reads this only if it waits for the execve
+            # (startContainer or poststart hooks: see container._release_init);
+            # else it may still hold the fifo without reading: the process's
+            # stderr then, as runc
+            hooks = init.plan.hooks
+            if not (hooks.get("startContainer") or hooks.get("poststart")):
+                raise OSError
+            try:
                 import _signal
                 _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # reset for execve
             except OSError:
