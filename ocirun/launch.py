@@ -121,11 +121,10 @@ def _default_signals() -> None:
     import _signal  # built in: importable after pivot_root
     ignored = (1 << 64) - 1
     try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"SigIgn:"):
-                    ignored = int(line[7:], 16)
-                    break
+        for line in os.read_bytes("/proc/self/status").split(b"\n"):
+            if line.startswith(b"SigIgn:"):
+                ignored = int(line[7:], 16)
+                break
     except (OSError, ValueError):
         pass
     for sig in range(1, _signal.NSIG):

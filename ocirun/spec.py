@@ -92,8 +92,7 @@ def load(bundle: str, config_path: str | None = None) -> dict:
 def read_json(path: str, name: str):
     """Parse a JSON input file; errors name the file (one line)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = os.read_bytes(path)
     except FileNotFoundError:
         raise ConfigError("", f"cannot read {path}: no such file", name) from None
     except OSError as e:

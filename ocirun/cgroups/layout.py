@@ -79,10 +79,9 @@ class Layout:
 
 def own_cgroups(pid: int | str = "self") -> dict[str, str]:
     out = {}
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, key, path = line.rstrip("\n").split(":", 2)
-            out[key] = path
+    for line in os.read_bytes(f"/proc/{pid}/cgroup").decode().splitlines():
+        _, key, path = line.split(":", 2)
+        out[key] = path
     return out
 
 
@@ -91,28 +90,27 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
     hier: list[Hierarchy] = []
     unified = None
     unified_root = "/"
-    with open(mountinfo) as f:
-        for line in f:
-            if "cgroup" not in line:
+    for line in os.read_bytes(mountinfo).decode(errors="surrogateescape").splitlines():
+        if "cgroup" not in line:
+            continue
+        fields = line.split()
+        sep = fields.index("-")
+        fstype = fields[sep + 1]
+        root, mnt = unescape(fields[3]), unescape(fields[4])
+        if fstype == "cgroup2":
+            # prefer the canonical mountpoint if cgroup2 is mounted twice
+            if unified is None or mnt in (CGROUP_ROOT, CGROUP_ROOT + "/unified"):
+                unified, unified_root = mnt, root
+        elif fstype == "cgroup":
+            ctrls, name = [], None
+            for opt in fields[sep + 3].split(","):
+                if opt.startswith("name="):
+                    name = opt[5:]
+                elif opt in V1_CONTROLLERS:
+                    ctrls.append(opt)
+            if any(h.mountpoint == mnt for h in hier):
                 continue
-            fields = line.split()
-            sep = fields.index("-")
-            fstype = fields[sep + 1]
-            root, mnt = unescape(fields[3]), unescape(fields[4])
-            if fstype == "cgroup2":
-                # prefer the canonical mountpoint if cgroup2 is mounted twice
-                if unified is None or mnt in (CGROUP_ROOT, CGROUP_ROOT + "/unified"):
-                    unified, unified_root = mnt, root
-            elif fstype == "cgroup":
-                ctrls, name = [], None
-                for opt in fields[sep + 3].split(","):
-                    if opt.startswith("name="):
-                        name = opt[5:]
-                    elif opt in V1_CONTROLLERS:
-                        ctrls.append(opt)
-                if any(h.mountpoint == mnt for h in hier):
-                    continue
-                hier.append(Hierarchy(mnt, root, tuple(ctrls), name))
+            hier.append(Hierarchy(mnt, root, tuple(ctrls), name))
     if hier:
         mode = "hybrid" if unified else "v1"
     elif unified:

@@ -43,8 +43,7 @@ def last_cap() -> int:
     global _last_cap
     if _last_cap is None:
         try:
-            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-                _last_cap = int(f.read())
+            _last_cap = int(os.read_bytes("/proc/sys/kernel/cap_last_cap"))
         except (OSError, ValueError):  # pragma: no cover - /proc missing
             _last_cap = len(NAMES) - 1
     return _last_cap
