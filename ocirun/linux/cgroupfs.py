@@ -81,12 +81,7 @@ def mount(rootfd: int, step, cgroupns: bool,
         mnt = hier[0][0] if unified_only else next((h[0] for h in hier if h[1] == "cgroup2"), None)
         _mount_one(k, rootfd, step.dest, "cgroup2", "", mnt, own.get("", "/"), flags, cgroupns)
         return
-    tfd = mounts.make_path(rootfd, step.dest, True)
-    try:
-        k.mount("tmpfs", mounts.fdpath(tfd), "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                "mode=755")
-    finally:
-        os.close(tfd)
+    _mount_tmpfs(k, rootfd, step.dest)
     for mnt, fstype, sopts in hier:
         if not mnt.startswith("/sys/fs/cgroup/"):
             continue
@@ -100,14 +95,10 @@ def mount(rootfd: int, step, cgroupns: bool,
             (o for o in opts if o.startswith("name=") and o in own), None)
         path = own.get(key, "/") if key else "/"
         _mount_one(k, rootfd, sub, "cgroup", ",".join(opts), mnt, path, flags, cgroupns)
-        if "," in name:  # cpu,cpuacct -> cpu and cpuacct symlinks, as on the host
+        if "," in name:
             pfd = mounts.resolve(rootfd, step.dest)
             try:
-                for part in name.split(","):
-                    try:
-                        os.symlink(name, part, dir_fd=pfd)
-                    except FileExistsError:
-                        pass
+                _link_parts(name, pfd)
             finally:
                 os.close(pfd)
     if flags & _MS_RDONLY:
@@ -151,12 +142,7 @@ def _bind_planned(k, rootfd: int, step, planned: list[tuple[str, str, str]]) -> 
              if mnt.startswith(_ROOT + "/")]
     if any("/" in name for name, _ in names):
         return False  # nested mountpoints: the general code's make_path
-    tfd = mounts.make_path(rootfd, step.dest, True)
-    try:
-        k.mount("tmpfs", mounts.fdpath(tfd), "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                "mode=755")
-    finally:
-        os.close(tfd)
+    _mount_tmpfs(k, rootfd, step.dest)
     # a fresh tmpfs that only this process sees: its names need no
     # RESOLVE_IN_ROOT walk, and one recursive mount_setattr flags all binds
     dfd = mounts.resolve(rootfd, step.dest)
@@ -168,14 +154,29 @@ def _bind_planned(k, rootfd: int, step, planned: list[tuple[str, str, str]]) -> 
                 k.move_mount(tree, "", dfd, name, k.MOVE_MOUNT_F_EMPTY_PATH)
             finally:
                 os.close(tree)
-            if "," in name:  # cpu,cpuacct -> cpu and cpuacct symlinks, as on the host
-                for part in name.split(","):
-                    try:
-                        os.symlink(name, part, dir_fd=dfd)
-                    except FileExistsError:
-                        pass
+            if "," in name:
+                _link_parts(name, dfd)
         attr_set, attr_clr = mounts.attrs_from_flags(flags, 0)
         k.mount_setattr(dfd, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE, attr_set, attr_clr)
     finally:
         os.close(dfd)
     return True
+
+
+def _mount_tmpfs(k, rootfd: int, dest: str) -> None:
+    """The tmpfs that holds one directory per hierarchy (v1, hybrid)."""
+    tfd = mounts.make_path(rootfd, dest, True)
+    try:
+        k.mount("tmpfs", mounts.fdpath(tfd), "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                "mode=755")
+    finally:
+        os.close(tfd)
+
+
+def _link_parts(name: str, dirfd: int) -> None:
+    """cpu,cpuacct -> cpu and cpuacct symlinks, as on the host."""
+    for part in name.split(","):
+        try:
+            os.symlink(name, part, dir_fd=dirfd)
+        except FileExistsError:
+            pass
