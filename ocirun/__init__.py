@@ -12,8 +12,6 @@ The library API mirrors the command line:
 Every call takes root= (default /run/ocirun). Errors are ocirun.OciError
 (ConfigError for config.json problems, with the JSON path).
 """
-from ocirun.errors import ConfigError, ContainerExists, ContainerNotFound, NotSupported, OciError, StateError
-
 __all__ = ["Container", "CreateOptions", "create", "start", "run", "kill", "delete", "state",
            "list_containers", "OciError", "ConfigError", "NotSupported", "ContainerExists",
            "ContainerNotFound", "StateError", "pause", "resume", "update", "ps", "events",
@@ -23,7 +21,13 @@ OCI_VERSION = "1.3.0"  # the runtime-spec version ocirun implements (state, feat
 
 
 def __getattr__(name: str):
-    # the container module is loaded on first use: `import ocirun.cli` stays lean
+    # loaded on first use: the launchers import this package before they
+    # install the bytecode bundle, so whatever it imports here is found and
+    # read the slow way (and `import ocirun.cli` stays lean)
+    if name in ("OciError", "ConfigError", "NotSupported", "ContainerExists",
+                "ContainerNotFound", "StateError"):
+        from ocirun import errors
+        return getattr(errors, name)
     if name in ("Container", "CreateOptions", "create", "start", "run", "kill", "delete",
                 "state", "list_containers"):
         from ocirun import container
