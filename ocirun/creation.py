@@ -101,7 +101,7 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         mgr.create_for_clone()
         join = mgr.self_join()
     plan.cgroup_join = join
-    if join is None or not join.pending and mgr.version == "v1":
+    if mgr is not None and mgr.version == "v1" and (join is None or not join.pending):
         # v1 directories appear after the clone; without task fds to ask for,
         # the init has nothing to wait for them with but its "join"
         plan.cgroup_binds = None

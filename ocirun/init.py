@@ -377,15 +377,14 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
 
 
 def _report(init: Init, msg: str) -> None:
+    hooks = init.plan.hooks
+    if init.fifo_fd >= 0 and not (hooks.get("startContainer") or hooks.get("poststart")):
+        # after a start that does not wait for the execve (it may still hold
+        # the fifo, without reading): the process's stderr, as runc
+        _to_stderr(msg)
+        return
     try:
-        if init.fifo_fd >= 0:
-            # after start. It reads this only if it waits for the execve
-            # (startContainer or poststart hooks: see container._release_init);
-            # else it may still hold the fifo without reading: the process's
-            # stderr then, as runc
-            hooks = init.plan.hooks
-            if not (hooks.get("startContainer") or hooks.get("poststart")):
-                raise OSError
+        if init.fifo_fd >= 0:  # after a start that waits: it reads this
             try:
                 import _signal
                 _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # reset for execve
@@ -394,9 +393,12 @@ def _report(init: Init, msg: str) -> None:
             os.write(init.fifo_fd, f"error {msg}".encode())
         else:
             init.sync.send("error", msg)
+    except OSError:  # the channel is gone: the caller's stderr is all we have
+        _to_stderr(msg)
+
+
+def _to_stderr(msg: str) -> None:
+    try:
+        os.write(2, f"ocirun: {msg}\n".encode())
     except OSError:
-        # the channel is gone (after start): the caller's stderr is all we have
-        try:
-            os.write(2, f"ocirun: {msg}\n".encode())
-        except OSError:
-            pass
+        pass
