@@ -57,9 +57,6 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         if opts.console_socket:
             terminal.check_console_socket(opts.console_socket)
     mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
-    if plan.mounts_later and not plan.ns.new_cgroup:
-        from ocirun.linux import cgroupfs
-        plan.cgroup_binds = cgroupfs.planned_binds(mgr)
     c.sd.make()
     data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
             "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
@@ -101,10 +98,12 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         mgr.create_for_clone()
         join = mgr.self_join()
     plan.cgroup_join = join
-    if mgr is not None and mgr.version == "v1" and (join is None or not join.pending):
-        # v1 directories appear after the clone; without task fds to ask for,
-        # the init has nothing to wait for them with but its "join"
-        plan.cgroup_binds = None
+    # v1 directories appear after the clone: the init may bind them before
+    # it joins only if it has task fds to ask for (sent once they exist)
+    if plan.mounts_later and not plan.ns.new_cgroup and mgr is not None and (
+            mgr.version != "v1" or (join is not None and join.pending)):
+        from ocirun.linux import cgroupfs
+        plan.cgroup_binds = cgroupfs.planned_binds(mgr)
     try:
         parent, child = Sync.pair()
         dirfd = os.open(c.sd.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
