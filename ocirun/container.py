@@ -99,6 +99,9 @@ class Container:
         self._mgr = None
         self._console = -1
         self._created: dict | None = None  # create's state data, for run_foreground
+        # a foreground create released the init already ("go"), with our
+        # signal mask before it blocked the ones run_foreground forwards
+        self._go_mask: set | None = None
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -157,7 +160,10 @@ class Container:
         try:
             with forward_signals(pid) as fw:
                 try:
-                    sync.send("go")
+                    if self._go_mask is None:
+                        sync.send("go")
+                    else:  # what arrived since "go" is forwarded now
+                        _restore_mask(self)
                     verb, payload, _ = sync.recv()
                 except PeerGone:  # it died: wait() reports how
                     verb, payload = "", b""
@@ -171,6 +177,7 @@ class Container:
                     return terminal.proxy(self._console, pid)
                 return fw.wait()
         finally:
+            _restore_mask(self)
             if self._console >= 0:
                 os.close(self._console)
                 self._console = -1
@@ -235,6 +242,13 @@ class Container:
 
 
 # --- helpers (parent side) -----------------------------------------------------
+def _restore_mask(c: Container) -> None:
+    if c._go_mask is not None:
+        import _signal
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, c._go_mask)
+        c._go_mask = None
+
+
 def remove_host_mounts(data: dict) -> None:
     """A container without a mount namespace mounted in ours: undo that."""
     hm = data.get("host_mounts")

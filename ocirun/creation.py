@@ -90,10 +90,8 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
 
 def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     from ocirun.sync import Sync
-    join = resources = None
+    join = None
     if mgr is not None:
-        # built before the fork: the parent's writes after it copy pages
-        resources = _resources_with_default_devices(plan.linux.get("resources"))
         # before the clone, what lets the init enter it by itself (SelfJoin)
         mgr.create_for_clone()
         join = mgr.self_join()
@@ -128,8 +126,8 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
             mgr.create_rest(join)
 
         def meanwhile() -> None:
-            if mgr is not None:
-                mgr.apply(resources)
+            if mgr is not None:  # (the init waits for it only at "join")
+                mgr.apply(_resources_with_default_devices(plan.linux.get("resources")))
             if plan.wait_fifo:
                 os.mkfifo(c.sd.fifo)
                 os.chmod(c.sd.fifo, 0o622)  # the init opens it as the container user
@@ -141,13 +139,25 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         if plan.has_mount_ns:
             data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
         data.pop("status", None)
+        if not plan.wait_fifo:
+            # `run`: the init goes on to execve while we save the state; the
+            # signals run_foreground forwards wait, blocked, until it does
+            from ocirun.linux.foreground import forwarded_signals
+            import _signal
+            c._go_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, forwarded_signals())
+            parent.send("ok")
+            parent.send("go")
         c.sd.save(data)
         if opts.pid_file:
             write_pid_file(os.path.abspath(opts.pid_file), pid)
-        parent.send("ok")
+        if plan.wait_fifo:
+            parent.send("ok")
     except BaseException:
         parent.close()
         c._sync = None
+        if c._go_mask is not None:
+            from ocirun.container import _restore_mask
+            _restore_mask(c)
         raise
     finally:
         if join is not None:
