@@ -11,6 +11,7 @@ import pytest
 
 from ocirun import cgroups
 from ocirun.cgroups import dbus, devices, fsutil
+from ocirun.cgroups.v2 import devices as v2devices
 
 from .conftest import IS_V2, needs_root, needs_systemd, needs_v2
 
@@ -19,11 +20,11 @@ def test_bpf_program_shape():
     rules = devices.parse_rules([{"allow": False, "access": "rwm"},
                                  {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}],
                                 "d")
-    prog = devices.bpf_program(rules)
+    prog = v2devices.bpf_program(rules)
     assert len(prog) % 8 == 0
     # the deny-all rule ends the chain: default verdict 0
     assert prog[-16:] == bytes((0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0))
-    assert devices.bpf_program([])[-16:-8] == bytes((0xb7, 0, 0, 0, 1, 0, 0, 0))
+    assert v2devices.bpf_program([])[-16:-8] == bytes((0xb7, 0, 0, 0, 1, 0, 0, 0))
 
 
 def test_dbus_marshal_roundtrip():
