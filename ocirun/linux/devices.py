@@ -51,33 +51,46 @@ def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
 
 
 def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool) -> None:
-    for d in devices:
-        parent, _, name = d.path.rpartition("/")
-        pfd = mounts.make_path(rootfd, parent, True)
-        try:
+    """Each parent directory is resolved once and the umask cleared once:
+    the init makes these while the runtime waits for it."""
+    parents: dict[str, tuple[int, bool]] = {}
+    old = os.umask(0)
+    try:
+        for d in devices:
+            parent, _, name = d.path.rpartition("/")
+            got = parents.get(parent)
+            if got is None:
+                pfd = mounts.make_path(rootfd, parent, True)
+                # (a setgid directory gives new nodes its group)
+                got = parents[parent] = (pfd, bool(os.stat(pfd).st_mode & stat.S_ISGID))
             if bind_from_host:
-                _bind_device(rootfd, pfd, name, d)
+                _bind_device(rootfd, got[0], name, d)
             else:
-                _mknod(pfd, name, d)
-        finally:
+                _mknod(got[0], name, d, got[1])
+    finally:
+        os.umask(old)
+        for pfd, _ in parents.values():
             os.close(pfd)
 
 
-def _mknod(pfd: int, name: str, d: Device) -> None:
+def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> None:
+    """(umask 0) A node already there is replaced, as runc does; a new one
+    is chowned only where it would not already have d's owner."""
+    dev = os.makedev(d.major, d.minor)
     try:
-        os.unlink(name, dir_fd=pfd)
-    except FileNotFoundError:
-        pass
-    except IsADirectoryError:
-        raise OciError(f"cannot create device {d.path}: a directory is in the way") from None
-    old = os.umask(0)
-    try:
-        os.mknod(name, d.mode, os.makedev(d.major, d.minor), dir_fd=pfd)
+        try:
+            os.mknod(name, d.mode, dev, dir_fd=pfd)
+        except FileExistsError:
+            try:
+                os.unlink(name, dir_fd=pfd)
+            except IsADirectoryError:
+                raise OciError(f"cannot create device {d.path}: a directory is in the way") \
+                    from None
+            os.mknod(name, d.mode, dev, dir_fd=pfd)
     except OSError as e:
         raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
-    finally:
-        os.umask(old)
-    os.chown(name, d.uid, d.gid, dir_fd=pfd, follow_symlinks=False)
+    if d.uid != os.geteuid() or d.gid != os.getegid() or setgid_parent:
+        os.chown(name, d.uid, d.gid, dir_fd=pfd, follow_symlinks=False)
 
 
 def _bind_device(rootfd: int, pfd: int, name: str, d: Device) -> None:
