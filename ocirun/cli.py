@@ -201,7 +201,7 @@ def dispatch(cmd: str, rest: list[str], g: Args) -> int:
     if cmd == "run":
         cid = _need_id(a, cmd)
         return ctr.run(cid, a.opts.get("bundle", "."), root, _create_opts(a, g),
-                       detach=a.opts.get("detach", False))
+                       detach=a.opts.get("detach", False), then_exit=_exits_after)
     if cmd == "start":
         ctr.start(_need_id(a, cmd), root)
         return 0
@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+_exits_after = False  # main() returns to run_and_exit, which exits at once
+
+
 def run_and_exit() -> None:
     """The launchers' entry point: main(), then leave with os._exit.
 
@@ -296,6 +299,8 @@ def run_and_exit() -> None:
     after a container run) buys nothing here: ocirun starts no threads,
     registers no atexit handlers and writes its log with os.write; the
     only buffered output, stdout/stderr, is flushed first."""
+    global _exits_after
+    _exits_after = True
     try:
         code = main()
     except SystemExit as e:

@@ -149,16 +149,18 @@ class Container:
                       until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
         _warn_hooks(data, "poststart", "running")
 
-    def run_foreground(self) -> int:
+    def run_foreground(self, then_exit: bool = False) -> int:
         """For `run`: release the init, forward signals (or proxy the
-        terminal), wait for the exit status, clean up."""
+        terminal), wait for the exit status, clean up. then_exit: the caller
+        exits right after (the CLI), so our signal handlers need not be put
+        back (see forward_signals)."""
         from ocirun.linux.foreground import forward_signals
         from ocirun.sync import PeerGone
         data = self._created or self._data()  # (create's own copy: no re-read)
         pid = self.pid
         sync = self._sync
         try:
-            with forward_signals(pid) as fw:
+            with forward_signals(pid, restore=not then_exit) as fw:
                 try:
                     if self._go_mask is None:
                         sync.send("go")
@@ -376,8 +378,10 @@ def start(cid: str, root: str | None = None) -> None:
 
 
 def run(cid: str, bundle: str = ".", root: str | None = None,
-        opts: CreateOptions | None = None, detach: bool = False) -> int:
-    """create + start (+ wait and delete unless detached); returns the exit status."""
+        opts: CreateOptions | None = None, detach: bool = False,
+        then_exit: bool = False) -> int:
+    """create + start (+ wait and delete unless detached); returns the exit
+    status. then_exit: see Container.run_foreground."""
     if detach:
         c = Container.create(cid, bundle, root, opts)
         try:
@@ -387,7 +391,7 @@ def run(cid: str, bundle: str = ".", root: str | None = None,
             raise
         return 0
     c = Container.create(cid, bundle, root, opts, _foreground=True)
-    return c.run_foreground()
+    return c.run_foreground(then_exit)
 
 
 def kill(cid: str, sig: int = 15, root: str | None = None, all_processes: bool = False) -> None:
