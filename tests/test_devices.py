@@ -115,6 +115,34 @@ def test_device_outside_dev_is_made_inside_the_rootfs(oci, bundle):
     assert not os.path.exists("/ocirun-escaped-dev")  # ... never on the host
 
 
+def test_device_in_a_setgid_dir_and_over_an_existing_file(oci, bundle):
+    """The node gets the configured owner even where a setgid directory
+    would give it its own group; a file already at the path is replaced (as
+    runc). A directory in the way is an error, not removed."""
+    sg = os.path.join(bundle.rootfs, "sg")
+    os.mkdir(sg)
+    os.chown(sg, 0, 4242)
+    os.chmod(sg, 0o2775)
+    with open(os.path.join(sg, "old"), "w") as f:
+        f.write("a file")
+    bundle.linux["devices"] = [
+        {"path": "/sg/node", "type": "c", "major": 1, "minor": 3},
+        {"path": "/sg/owned", "type": "c", "major": 1, "minor": 5, "uid": 7, "gid": 8},
+        {"path": "/sg/old", "type": "c", "major": 1, "minor": 7}]
+    bundle.save()
+    bundle.sh(f"{STAT} /sg/node /sg/owned /sg/old")
+    st = stats(run_out(oci, bundle))
+    assert st["/sg/node"] == ["character special file", "1", "3", "666", "0", "0"], st
+    assert st["/sg/owned"] == ["character special file", "1", "5", "666", "7", "8"], st
+    assert st["/sg/old"] == ["character special file", "1", "7", "666", "0", "0"], st
+    os.mkdir(os.path.join(sg, "dir"))
+    bundle.linux["devices"] = [{"path": "/sg/dir", "type": "c", "major": 1, "minor": 3}]
+    bundle.save()
+    r = oci.run(bundle, new_id())
+    assert r.rc != 0 and "cannot create device /sg/dir: a directory is in the way" in r.err, r
+    assert os.path.isdir(os.path.join(sg, "dir"))
+
+
 @pytest.mark.parametrize("path", ["relative/dev", "/dev/../../x", "/"])
 def test_device_path_must_be_absolute_and_inside(oci, bundle, path):
     bundle.linux["devices"] = [{"path": path, "type": "c", "major": 1, "minor": 3}]

@@ -286,3 +286,34 @@ def test_listen_fds_for_another_pid_are_ignored(oci, bundle, tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0] == "fds="
     assert sorted(int(x) for x in lines[1].split()) == [0, 1, 2, 3]  # 3: ls's own dir
+
+
+LIB_RUN = r"""
+import signal, sys
+sys.path.insert(0, sys.argv[1])
+from ocirun import container
+then_exit = sys.argv[5] == "1"
+code = container.run(sys.argv[2], sys.argv[3], sys.argv[4], then_exit=then_exit)
+blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+print(code, blocked, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+if then_exit:
+    signal.raise_signal(signal.SIGTERM)  # the handler left in place drops it
+    print("alive")
+"""
+
+
+def test_library_run_leaves_the_signal_state_as_it_found_it(oci, bundle):
+    """`run` blocks the signals it forwards from the "go" until it forwards
+    them, and puts the handlers back; only a caller that exits right after
+    (then_exit, the CLI) keeps them, and then they drop what comes."""
+    bundle.args("/bin/true")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(OCIRUN)))
+    for then_exit, default_term in (("0", "True"), ("1", "False")):
+        r = subprocess.run(["/usr/bin/python3", "-c", LIB_RUN, repo, f"lib{os.getpid()}x{then_exit}",
+                            bundle.path, oci.root, then_exit],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.splitlines()
+        assert out[0] == f"0 [] {default_term}", r
+        if then_exit == "1":
+            assert out[1] == "alive", r
