@@ -165,7 +165,7 @@ class Container:
                     if self._go_mask is None:
                         sync.send("go")
                     else:  # what arrived since "go" is forwarded now
-                        _restore_mask(self)
+                        self._unblock_signals()
                     verb, payload, _ = sync.recv()
                 except PeerGone:  # it died: wait() reports how
                     verb, payload = "", b""
@@ -179,11 +179,19 @@ class Container:
                     return terminal.proxy(self._console, pid)
                 return fw.wait()
         finally:
-            _restore_mask(self)
+            self._unblock_signals()
             if self._console >= 0:
                 os.close(self._console)
                 self._console = -1
             self.delete(force=True)
+
+    def _unblock_signals(self) -> None:
+        """Undo the blocking of a foreground create that sent "go" (see
+        creation._spawn_and_serve)."""
+        if self._go_mask is not None:
+            import _signal
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, self._go_mask)
+            self._go_mask = None
 
     # -- kill / delete ------------------------------------------------------------
     def kill(self, sig: int = 15, all_processes: bool = False) -> None:
@@ -244,13 +252,6 @@ class Container:
 
 
 # --- helpers (parent side) -----------------------------------------------------
-def _restore_mask(c: Container) -> None:
-    if c._go_mask is not None:
-        import _signal
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, c._go_mask)
-        c._go_mask = None
-
-
 def remove_host_mounts(data: dict) -> None:
     """A container without a mount namespace mounted in ours: undo that."""
     hm = data.get("host_mounts")

@@ -155,9 +155,7 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     except BaseException:
         parent.close()
         c._sync = None
-        if c._go_mask is not None:
-            from ocirun.container import _restore_mask
-            _restore_mask(c)
+        c._unblock_signals()
         raise
     finally:
         if join is not None:

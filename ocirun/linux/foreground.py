@@ -150,9 +150,7 @@ class forward_signals:
 
     def __exit__(self, *exc: object) -> None:
         import _signal
-        if self._saved and not self._restore:
-            self._saved.clear()
-        if self._saved:
+        if self._saved and self._restore:
             # Blocked while the handlers go back: a signal caught by the C
             # handler just as its Python handler is reset would otherwise be
             # reported ("Signal N ignored due to race condition"). What
