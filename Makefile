@@ -38,7 +38,8 @@ install:
 	$(PY) -m compileall -q -o 0 -o 2 $(LIBDIR).new/ocirun
 	rm -rf $(LIBDIR) && mv $(LIBDIR).new $(LIBDIR)
 	$(PY) -ISOO -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' $(LIBDIR)
-	printf '#!%s -ISOO\nimport sys\nsys.path.insert(0, "%s")\nfrom ocirun.bundle import use_bundle\nuse_bundle()\nfrom ocirun.cli import run_and_exit\nrun_and_exit()\n' $(PY) $(LIBDIR) > $(BINDIR)/ocirun.new
+	sed -e '1s|.*|#!$(PY) -ISOO|' -e 's|^_dir = .*|_dir = "$(LIBDIR)"|' \
+	  -e 's|^# Development launcher: runs ocirun from this checkout|# The installed launcher: runs ocirun from $(LIBDIR)|' bin/ocirun > $(BINDIR)/ocirun.new
 	chmod 755 $(BINDIR)/ocirun.new && mv $(BINDIR)/ocirun.new $(BINDIR)/ocirun
 	@echo "installed $(BINDIR)/ocirun (library in $(LIBDIR))"
 

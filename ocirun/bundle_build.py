@@ -40,7 +40,7 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     if not sys._xoptions.get("no_debug_ranges"):
         return _build_in_child(pkg_dir, optimize)
     import __future__
-    index, chunks, off = {}, [], 0
+    index, chunks, off, imported = {}, [], 0, set()
     for name, path, is_pkg in sorted(_sources(pkg_dir)):
         with open(path, "rb") as f:
             st = posix.fstat(f.fileno())
@@ -51,12 +51,14 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
         if _FUTURE_LINE in src:
             src = src.replace(_FUTURE_LINE, b"\n", 1)
             flags = __future__.annotations.compiler_flag
-        code = marshal.dumps(_without_line_table(
-            compile(src, path, "exec", flags=flags, dont_inherit=True, optimize=optimize)))
+        code = _without_line_table(
+            compile(src, path, "exec", flags=flags, dont_inherit=True, optimize=optimize))
+        imported |= _imported_names(code)
+        code = marshal.dumps(code)
         index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code))
         chunks.append(code)
         off += len(code)
-    head = marshal.dumps(index)
+    head = marshal.dumps((index, _extension_paths(imported)))
     out = bundle_path(pkg_dir, optimize)
     try:
         posix.mkdir(out.rpartition("/")[0], 0o755)
@@ -81,6 +83,38 @@ def _without_line_table(code):
     consts = tuple(_without_line_table(c) if isinstance(c, type(code)) else c
                    for c in code.co_consts)
     return code.replace(co_linetable=b"", co_consts=consts)
+
+
+def _imported_names(code) -> set:
+    """The absolute module names the code (and the code in it) imports."""
+    import dis
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        todo.extend(k for k in c.co_consts if isinstance(k, type(c)))
+        consts = [None, None]  # IMPORT_NAME follows LOAD_CONST level, LOAD_CONST fromlist
+        for ins in dis.get_instructions(c):
+            if ins.opname == "LOAD_CONST":
+                consts = [consts[1], ins.argval]
+            elif ins.opname == "IMPORT_NAME" and consts[0] == 0:
+                names.add(ins.argval)
+    return names
+
+
+def _extension_paths(names: set) -> dict:
+    """{name: shared object} for the C extensions among the top-level
+    modules the package imports (not built into the interpreter), as this
+    interpreter finds them now: the launchers load them from there."""
+    from importlib.machinery import EXTENSION_SUFFIXES, PathFinder
+    out = {}
+    for name in sorted(names):
+        if "." in name or name in sys.builtin_module_names:
+            continue
+        spec = PathFinder.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin and origin.endswith(tuple(EXTENSION_SUFFIXES)):
+            out[name] = origin
+    return out
 
 
 def _build_in_child(pkg_dir: str, optimize: int) -> str:

@@ -95,5 +95,64 @@ def test_the_launcher_runs_containers_through_it(oci, bundle):
                         oci.root, "run", "-b", bundle.path, "bun"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "ocirun.bundle" in r.stderr and "ocirun.init" in r.stderr
+    # booted from the bundle (ocirun.bundle never went through an import),
+    # and the rest imported from it
+    assert "ocirun.bundle" not in r.stderr and "ocirun.init" in r.stderr
     assert _bundle(REPO)
+
+
+def _launch(tree: str, *args: str) -> subprocess.CompletedProcess:
+    """bin/ocirun, as a copy beside the copied package."""
+    os.makedirs(os.path.join(tree, "bin"), exist_ok=True)
+    launcher = os.path.join(tree, "bin", "ocirun")
+    shutil.copy(OCIRUN, launcher)
+    return subprocess.run(["/usr/bin/python3", "-X", "importtime", "-ISOO", launcher, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _imported(r: subprocess.CompletedProcess) -> set:
+    return {line.rpartition("|")[2].strip() for line in r.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_the_launcher_boots_from_the_bundle_and_loads_extensions_by_path(tree):
+    r = _launch(tree, "--version")  # no bundle yet: the usual import, which builds it
+    assert r.returncode == 0, r.stderr
+    assert "ocirun.bundle" in _imported(r) and _bundle(tree)
+    r = _launch(tree, "features")
+    assert r.returncode == 0, r.stderr
+    got = _imported(r)
+    assert "ocirun" in got and "ocirun.bundle" not in got and "ocirun.cli" in got
+    # the C extensions the bundle recorded: found without the path finder,
+    # which would have scanned lib-dynload for them
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from ocirun.bundle import use_bundle;"
+            " use_bundle(); import _json, ocirun.cli;"
+            " print(type(_json.__loader__).__name__, _json.__file__,"
+            " sys.path_importer_cache.get(sys.argv[2], 'unscanned'))")
+    lib_dynload = os.path.dirname(__import__("_json").__file__) if \
+        hasattr(__import__("_json"), "__file__") else ""
+    p = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", code, tree, lib_dynload],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    loader, path, scanned = p.stdout.split()
+    assert loader == "ExtensionFileLoader" and path.endswith(".so")
+    assert scanned == "unscanned"
+
+
+def test_an_edited_bundle_module_is_imported_from_source_and_rebuilt(tree):
+    assert _launch(tree, "--version").returncode == 0
+    src = os.path.join(tree, "ocirun", "bundle.py")
+    with open(src, "a") as f:
+        f.write("\nBUNDLE_TEST_MARKER = 'edited'\n")
+    r = _launch(tree, "--version")
+    assert r.returncode == 0, r.stderr
+    assert "ocirun.bundle" in _imported(r)  # the stale copy did not boot: the source ran
+    # ... and the bundle was rebuilt from the edited source, so the next
+    # start boots from it again
+    import marshal
+    with open(_bundle(tree), "rb") as f:
+        n = int.from_bytes(f.read(4), "little")
+        index, _ = marshal.loads(f.read(n))
+    assert index["ocirun.bundle"][3] == os.path.getsize(src)
+    r = _launch(tree, "--version")
+    assert r.returncode == 0 and "ocirun.bundle" not in _imported(r), r.stderr
