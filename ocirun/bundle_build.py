@@ -73,7 +73,51 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     finally:
         posix.close(fd)
     posix.rename(tmp, out)
+    _write_boot(out.rpartition("/")[0])
     return out
+
+
+# What the launchers run first (see ocirun.bundle.boot), compiled here so
+# that they need not compile it at every start: their own text stays a few
+# lines (the compiler's memory is part of every command's peak RSS).
+_BOOT_SRC = """
+def _ocirun_boot(d):
+    import marshal, posix, sys
+    path = (f"{d}/ocirun/__pycache__/bundle.{sys.implementation.cache_tag}"
+            f".opt-{sys.flags.optimize}.v%d.bin")
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        n = int.from_bytes(posix.pread(fd, 4, 0), "little")
+        head = marshal.loads(posix.pread(fd, n, 4))
+        e = head[0]["ocirun.bundle"]
+        mod = type(sys)("ocirun.bundle")
+        mod.__file__ = e[1]
+        exec(marshal.loads(posix.pread(fd, e[5], 4 + n + e[4])), mod.__dict__)
+    except BaseException:
+        posix.close(fd)
+        raise
+    mod.boot(mod, fd, head, 4 + n, path)
+_ocirun_boot(_dir)
+del _ocirun_boot
+"""
+
+
+def boot_path(cache_dir: str) -> str:
+    return f"{cache_dir}/boot.{sys.implementation.cache_tag}.bin"
+
+
+def _write_boot(cache_dir: str) -> None:
+    from ocirun.bundle import _VERSION
+    code = marshal.dumps(_without_line_table(compile(_BOOT_SRC % _VERSION, "<ocirun boot>",
+                                                     "exec", dont_inherit=True)))
+    out = boot_path(cache_dir)
+    tmp = f"{out}.{posix.getpid()}.tmp"
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o644)
+    try:
+        posix.write(fd, code)
+    finally:
+        posix.close(fd)
+    posix.rename(tmp, out)
 
 
 def _without_line_table(code):
