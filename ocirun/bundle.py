@@ -191,8 +191,9 @@ def use_bundle(pkg_dir: str = _PKG_DIR) -> bool:
 
 
 def boot(me, fd: int, head: tuple, base: int, path: str) -> None:
-    """The launchers' start: they read the bundle's head and run this
-    module's code from it into a module object of their own, `me` (no path
+    """The launchers' start: the boot code they run (compiled at build
+    time, see bundle_build._BOOT_SRC) reads the bundle's head and runs this
+    module's code from it into a module object of its own, `me` (no path
     finder: its directory scans and .pyc reads of `ocirun` and
     `ocirun.bundle` cost ~0.3 ms). Makes `me` and the package what a usual
     import would have made them; raises (and closes fd) if this module's
