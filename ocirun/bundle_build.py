@@ -64,15 +64,7 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
         posix.mkdir(out.rpartition("/")[0], 0o755)
     except FileExistsError:
         pass
-    tmp = f"{out}.{posix.getpid()}.tmp"
-    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o644)
-    try:
-        data = len(head).to_bytes(4, "little") + head + b"".join(chunks)
-        while data:
-            data = data[posix.write(fd, data):]
-    finally:
-        posix.close(fd)
-    posix.rename(tmp, out)
+    _write_atomic(out, len(head).to_bytes(4, "little") + head + b"".join(chunks))
     _write_boot(out.rpartition("/")[0])
     return out
 
@@ -110,11 +102,16 @@ def _write_boot(cache_dir: str) -> None:
     from ocirun.bundle import _VERSION
     code = marshal.dumps(_without_line_table(compile(_BOOT_SRC % _VERSION, "<ocirun boot>",
                                                      "exec", dont_inherit=True)))
-    out = boot_path(cache_dir)
+    _write_atomic(boot_path(cache_dir), code)
+
+
+def _write_atomic(out: str, data: bytes) -> None:
+    """Readers (starting launchers) see the old file or the whole new one."""
     tmp = f"{out}.{posix.getpid()}.tmp"
     fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o644)
     try:
-        posix.write(fd, code)
+        while data:
+            data = data[posix.write(fd, data):]
     finally:
         posix.close(fd)
     posix.rename(tmp, out)
