@@ -161,16 +161,18 @@ class Container:
         sync = self._sync
         try:
             with forward_signals(pid, restore=not then_exit) as fw:
-                try:
-                    if self._go_mask is None:
-                        sync.send("go")
-                    else:  # what arrived since "go" is forwarded now
-                        self._unblock_signals()
-                    verb, payload, _ = sync.recv()
-                except PeerGone:  # it died: wait() reports how
-                    verb, payload = "", b""
-                sync.close()
-                self._sync = None
+                verb, payload = "", b""
+                if self._go_mask is None:
+                    sync.send("go")
+                else:  # what arrived since "go" is forwarded now
+                    self._unblock_signals()
+                if sync is not None:  # (None: a vforked init, exec'd already)
+                    try:
+                        verb, payload, _ = sync.recv()
+                    except PeerGone:  # it died: wait() reports how
+                        pass
+                    sync.close()
+                    self._sync = None
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
                 _warn_hooks(data, "poststart", "running")

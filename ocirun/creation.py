@@ -10,6 +10,7 @@ the way is undone: process, cgroup, mounts, state dir.
 
 Only `create` and `run` load this module; start/kill/delete/state do not.
 """
+import errno
 from ocirun import oslite as os
 
 from ocirun import log
@@ -89,6 +90,10 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     return c
 
 def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
+    if _vfork_fits(plan, mgr, opts):
+        pid = _spawn_vfork(c, plan, mgr)
+        if pid:
+            return _created(c, plan, data, pid, opts)
     from ocirun.sync import Sync
     join = None
     if mgr is not None:
@@ -134,22 +139,13 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
             else:
                 from ocirun.linux import foreground  # noqa: F401  (run_foreground)
         pid = _serve(c, plan, data, mgr, pid, meanwhile)
-        data["pid"] = pid
-        data["start_time"] = proc_start_time(pid)
-        if plan.has_mount_ns:
-            data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
-        data.pop("status", None)
         if not plan.wait_fifo:
             # `run`: the init goes on to execve while we save the state; the
             # signals run_foreground forwards wait, blocked, until it does
-            from ocirun.linux.foreground import forwarded_signals
-            import _signal
-            c._go_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, forwarded_signals())
+            _block_forwarded(c)
             parent.send("ok")
             parent.send("go")
-        c.sd.save(data)
-        if opts.pid_file:
-            write_pid_file(os.path.abspath(opts.pid_file), pid)
+        _created(c, plan, data, pid, opts)
         if plan.wait_fifo:
             parent.send("ok")
     except BaseException:
@@ -164,6 +160,102 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         parent.close()
         c._sync = None
     return pid
+
+def _created(c, plan, data: dict, pid: int, opts) -> int:
+    """The init is there: its identity into the state, saved."""
+    data["pid"] = pid
+    data["start_time"] = proc_start_time(pid)
+    if plan.has_mount_ns:
+        data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
+    data.pop("status", None)
+    c.sd.save(data)
+    if opts.pid_file:
+        write_pid_file(os.path.abspath(opts.pid_file), pid)
+    return pid
+
+
+def _block_forwarded(c) -> None:
+    from ocirun.linux.foreground import forwarded_signals
+    import _signal
+    c._go_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, forwarded_signals())
+
+
+def _vfork_fits(plan, mgr, opts) -> bool:
+    """Can the init of this `run` share our memory until its execve (see
+    kernel/vfork.py)? Only if it needs nothing of us on the way: no user
+    namespace to map, no hooks, no terminal, console socket, network
+    devices or seccomp listener, no namespace joined by path, idmapped
+    mounts, and a cgroup it can enter by itself."""
+    ns = plan.ns
+    if plan.wait_fifo or ns.slow or ns.new_user or ns.paths or ns.parent_pid_path or \
+            ns.parent_time_path or ns.new_time_in_parent or plan.net_devices or \
+            plan.process.terminal or opts.console_socket or any(plan.hooks.values()):
+        return False
+    sc = plan.linux.get("seccomp")
+    if sc is not None and sc.get("listenerPath"):
+        return False
+    if mgr is not None and (mgr.driver != "cgroupfs" or mgr.rootless):
+        return False
+    from ocirun.linux import mounts
+    if any(mounts.is_idmapped(s) for s in plan.mounts_now):
+        return False
+    import _thread
+    if _thread._count():  # another thread would run Python beside the child
+        return False
+    from ocirun.kernel import vfork
+    return vfork.available()
+
+
+def _spawn_vfork(c, plan, mgr) -> int:
+    """The whole cgroup first (the init enters it by itself), then the
+    init, which shares our memory until it has exec'd; returns its pid, or
+    0 when clone3 is refused (a seccomp profile, an old kernel): fork then."""
+    from ocirun import init
+    from ocirun.kernel import syscalls as k, vfork
+    join = None
+    if mgr is not None:
+        mgr.create()
+        join = mgr.own_join()
+        if join is None:
+            raise OciError("internal: no way for the init into its cgroup")
+        plan.cgroup_join = join
+        mgr.apply(_resources_with_default_devices(plan.linux.get("resources")))
+        if plan.mounts_later and not plan.ns.new_cgroup:
+            from ocirun.linux import cgroupfs
+            plan.cgroup_binds = cgroupfs.planned_binds(mgr)
+    fds = join.task_fds[:] if join is not None else []
+    _block_forwarded(c)  # (the child too, until its execve)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        dumpable = k.prctl(k.PR_GET_DUMPABLE)
+        try:
+            pid = vfork.spawn(plan.ns.clone_flags, lambda: init.vfork_child_main(plan, w),
+                              join.into_fd if join is not None else -1)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+                raise
+            vfork.disable()
+            c._unblock_signals()
+            plan.cgroup_join = None
+            return 0
+        finally:
+            os.close(w)
+            if join is not None:  # (the child emptied join.task_fds: its copies)
+                join.task_fds = fds
+                join.close()
+        if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
+            k.prctl(k.PR_SET_DUMPABLE, dumpable)
+        msg = os.read(r, 65536)
+        if msg:  # it has exited
+            os.waitpid(pid, 0)
+            raise OciError(msg.decode(errors="replace"))
+        return pid
+    except BaseException:
+        c._unblock_signals()
+        raise
+    finally:
+        os.close(r)
+
 
 def _serve(c, plan, data: dict, mgr, pid: int, meanwhile) -> int:
     """Answer the init's requests until it says "created"; `meanwhile` runs

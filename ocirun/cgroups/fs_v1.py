@@ -157,6 +157,14 @@ class FsV1Manager(Manager):
             if key not in self.skipped and key not in skip:
                 _join(d, pid)
 
+    def own_join(self) -> SelfJoin | None:
+        """v1 `tasks` fds (a process moving itself takes no global lock)
+        and, in a hybrid layout, the cgroup2 directory for CLONE_INTO_CGROUP."""
+        if self.skipped or self.rootless or os.geteuid() != 0:
+            return None
+        return SelfJoin.opening([os.path.join(d, "tasks") for key, d in self.paths.items() if key],
+                                self.paths.get(""))
+
     def self_join(self) -> SelfJoin | None:
         if self.skipped or os.geteuid() != 0:  # (root with a user namespace is fine)
             return None

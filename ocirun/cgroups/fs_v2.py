@@ -3,7 +3,7 @@ from ocirun import oslite as os
 import time
 
 from ocirun.cgroups import fsutil
-from ocirun.cgroups.manager import (CgroupError, Manager, _NOT_DELEGATED, _join, _present,
+from ocirun.cgroups.manager import (CgroupError, Manager, SelfJoin, _NOT_DELEGATED, _join, _present,
                                     _refuse_undelegated, enable_controllers)
 from ocirun.errors import ConfigError
 
@@ -32,6 +32,11 @@ class FsV2Manager(Manager):
                 return
             raise CgroupError(f"creating cgroup {self.dir}: {os.strerror(e.errno)}") from None
         enable_controllers(self.mountpoint, self.dir)
+
+    def own_join(self) -> SelfJoin | None:
+        if self.undelegated:
+            return None
+        return SelfJoin.opening([], self.dir)
 
     def controllers(self) -> set[str]:
         try:

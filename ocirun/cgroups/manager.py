@@ -63,6 +63,22 @@ class SelfJoin:
             for fd in fds:
                 os.close(fd)
 
+    @classmethod
+    def opening(cls, task_files: list[str], into_dir: str | None) -> "SelfJoin | None":
+        """A complete SelfJoin (see Manager.own_join): v1 `tasks` files the
+        process writes "0" to, the cgroup2 directory it is cloned into."""
+        j = cls()
+        try:
+            for f in task_files:
+                j.task_fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+            if into_dir is not None:
+                j.into_fd = os.open(into_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            j.close()
+            return None
+        j.complete = True
+        return j
+
     def clone_failed(self) -> None:
         """clone3 with CLONE_INTO_CGROUP is not available: add_pid does ''."""
         self.done.discard("")
@@ -101,6 +117,12 @@ class Manager:
 
     def self_join(self) -> SelfJoin | None:
         """See SelfJoin; None when this manager has no such way in."""
+        return None
+
+    def own_join(self) -> SelfJoin | None:
+        """After create(): how a new process enters every hierarchy without
+        anybody writing its pid (cgroup2 by CLONE_INTO_CGROUP, v1 by "0"
+        to `tasks`); None when some hierarchy cannot be entered that way."""
         return None
 
     def create_for_clone(self) -> None:

@@ -97,6 +97,7 @@ O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 # --- prctl --------------------------------------------------------------
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15

@@ -1,0 +1,186 @@
+"""clone3(CLONE_VM | CLONE_VFORK) with a Python function as the child.
+
+Why: a forked child of a ~10 MiB interpreter pays a copy-on-write fault
+for every page either process then touches (reference counts write to
+every object Python reads), and its execve tears the copied page tables
+down again: ~1.5-2 ms of a container start. A child that shares its
+parent's memory pays none of it. The parent sleeps in the kernel until the
+child has called execve() or _exit(), so the one interpreter is never run
+by both at once: to the interpreter the child is a long call made by the
+parent's thread, one that never returns.
+
+How the child starts: clone3 gives it a stack of its own, whose top holds
+the address of a ctypes callback. The child comes back from the syscall
+inside libc's syscall(), whose next instruction after the syscall is
+`ret`: it "returns" into the callback, as if called. That holds only for
+an x86_64 syscall() of exactly the expected instructions, which is checked
+byte by byte; anywhere else available() is False and the caller forks.
+
+What keeps the parent sound:
+* the call keeps the GIL (FUNCFLAG_PYTHONAPI): the child's callback finds
+  the thread state current and takes nothing, and nothing else runs;
+* the child ends in execve or _exit, never back in the parent's frames; its
+  frames, references and allocations are left behind in the shared heap;
+* what its unfinished frames leave in the thread state (current C frame,
+  data-stack chunk and top, recursion depth, exception state) is put back
+  right after the call. Those fields sit at CPython 3.11's offsets, used
+  only after the running interpreter has shown exactly that layout.
+
+The child may change its own kernel state (namespaces, mounts, creds,
+fds: its fd table, fs and signal handlers are copies) but must leave no
+Python state that misleads the parent about the parent's own (say, an fd
+it closed, dropped from a list the parent would close).
+"""
+from __future__ import annotations
+
+import _ctypes
+import sys
+
+from ocirun import oslite as os
+
+from _struct import pack
+
+from .ffi import c_int, c_long, error, libc, long_func
+
+CLONE_VM = 0x00000100
+CLONE_VFORK = 0x00004000
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17
+_NR_CLONE3 = 435
+_STACK = 512 * 1024
+_PAGE = 4096
+
+# libc's syscall() on x86_64 (optionally after endbr64): shuffle the
+# arguments, syscall, and for a result of 0 go straight to `ret`
+_SYSCALL_X86_64 = bytes.fromhex("4889f84889f74889d64889ca4d89c24d89c84c8b4c2408"
+                                "0f05483d01f0ffff7301c3")
+_ENDBR64 = bytes.fromhex("f30f1efa")
+
+# CPython 3.11 PyThreadState (LP64). The fields the layout check compares
+# with values known by other means ...
+_RECURSION_REMAINING = 32  # int
+_RECURSION_LIMIT = 36      # int
+_CFRAME = 56
+_EXC_INFO = 120
+_THREAD_ID = 152
+_NATIVE_THREAD_ID = 160
+_DATASTACK = (296, 304, 312)  # chunk, top, limit
+# ... and the span a child's unfinished frames change (recursion depth,
+# current C frame, pending and handled exceptions, GIL-state count, data
+# stack chunk and top): from recursion_remaining to the end of exc_state
+_SPAN = (32, 336)
+
+
+class _Entry(_ctypes.CFuncPtr):
+    """int fn(long): the callback the child 'returns' into."""
+    _flags_ = _ctypes.FUNCFLAG_CDECL
+    _restype_ = c_int
+    _argtypes_ = (c_long,)
+
+
+_syscall = long_func("syscall", gil=True)
+_state: list = []  # [span view, stack base, stack top, thread] once checked; [0]: unavailable
+
+
+def _word(addr: int) -> int:
+    return c_long.from_address(addr).value
+
+
+def _int(addr: int) -> int:
+    return c_int.from_address(addr).value
+
+
+class _Char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+def _trampoline_ok() -> bool:
+    if os.uname().machine != "x86_64":
+        return False
+    at = _ctypes.dlsym(libc._handle, "syscall")
+    code = pack("<6q", *(_word(at + 8 * i) for i in range(6)))  # 48 bytes of it
+    return code.startswith(_SYSCALL_X86_64) or code.startswith(_ENDBR64 + _SYSCALL_X86_64)
+
+
+def _thread_state() -> int:
+    """The current PyThreadState if it has the 3.11 layout, else 0."""
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11) or \
+            sys.maxsize != (1 << 63) - 1:
+        return 0
+    import _thread
+    ts = long_func("PyThreadState_Get", gil=True)()
+    chunk, top, limit = (_word(ts + o) for o in _DATASTACK)
+    ok = (_word(ts + _THREAD_ID) & ((1 << 64) - 1)) == _thread.get_ident() and \
+        _word(ts + _NATIVE_THREAD_ID) == _thread.get_native_id() and \
+        _int(ts + _RECURSION_LIMIT) == sys.getrecursionlimit() and \
+        0 < _int(ts + _RECURSION_REMAINING) <= _int(ts + _RECURSION_LIMIT) and \
+        0 < chunk < top <= limit and _word(chunk + 8) == limit - chunk and \
+        _word(ts + _EXC_INFO) != 0 and _word(ts + _CFRAME) != 0
+    return ts if ok else 0
+
+
+def _new_stack() -> tuple[int, int]:
+    """The child's stack: a private mapping with a PROT_NONE guard page
+    below it, kept for the process's lifetime; (usable base, 16-byte
+    aligned top with room for the two words above it)."""
+    mmap = long_func("mmap")
+    base = mmap(c_long(0), c_long(_STACK + _PAGE), c_int(3), c_int(0x22 | 0x20000),
+                c_int(-1), c_long(0))  # RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK
+    if base == -1:
+        raise error("mmap")
+    if long_func("mprotect")(c_long(base), c_long(_PAGE), c_int(0)) != 0:
+        raise error("mprotect")
+    return base + _PAGE, (base + _PAGE + _STACK - 64) & ~15
+
+
+def available() -> bool:
+    """Can spawn() run here: x86_64 libc syscall() as expected, CPython
+    3.11's thread state, the same thread as the first call?"""
+    import _thread
+    if not _state:
+        ts = _thread_state() if _trampoline_ok() else 0
+        if ts:
+            span = type("thread_state_span", (_ctypes.Array,),
+                        {"_type_": _Char, "_length_": _SPAN[1] - _SPAN[0]})
+            _state[:] = [span.from_address(ts + _SPAN[0]), *_new_stack(), _thread.get_ident()]
+        else:
+            _state[:] = [0]
+    return bool(_state[0]) and _state[3] == _thread.get_ident()
+
+
+def disable() -> None:
+    """clone3 was refused: fork from now on."""
+    _state[:] = [0]
+
+
+def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
+    """clone3(flags | CLONE_VM | CLONE_VFORK), into the cgroup2 directory
+    cgroup_fd if >= 0; the child runs child(), which must end in execve() or
+    os._exit() (returning or raising becomes _exit(127)). Returns the pid
+    once the child has exec'd or exited. Only when available(), and from a
+    single-threaded process. OSError as clone3's (ENOSYS: fork instead)."""
+    span, base, top, _ = _state
+
+    def entry(_arg: int) -> int:
+        try:
+            child()
+        finally:
+            os._exit(127)
+
+    fn = _Entry(entry)
+    c_long.from_address(top).value = _word(_ctypes.addressof(fn))  # where `ret` goes
+    c_long.from_address(top + 8).value = 0  # its return address: never used
+    flags |= CLONE_VM | CLONE_VFORK
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
+    # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    # stack, stack_size, tls, set_tid, set_tid_size, cgroup
+    args = pack("=11Q", flags, 0, 0, 0, _SIGCHLD, base, top - base, 0, 0, 0, max(cgroup_fd, 0))
+    # straight-line from here to the restore: no Python call may push a
+    # frame between the snapshot and the syscall
+    saved = span.raw
+    pid = _syscall(c_long(_NR_CLONE3), args, c_long(len(args)))
+    span.raw = saved  # back in the parent: forget the child's unfinished frames
+    if pid < 0:
+        raise error("clone3")
+    return pid

@@ -1,0 +1,181 @@
+"""kernel/vfork.py: the init of a `run` shares the runtime's memory until its
+execve (clone3 with CLONE_VM | CLONE_VFORK). The parent's interpreter must
+come out of every such call as it went in; the container must see no
+difference; where clone3 is refused, `run` forks as before."""
+import os
+import subprocess
+import textwrap
+
+from ocitest import OCIRUN, REPO
+
+PY = "/usr/bin/python3"  # the interpreter bin/ocirun runs on
+
+_PARENT_CHECK = textwrap.dedent(r"""
+    import gc, os, sys, traceback
+    sys.path.insert(0, sys.argv[1])
+    from ocirun.kernel import vfork
+    assert vfork.available(), "vfork.available() is False for " + sys.version
+    shared = []
+
+    def deep(n):
+        a = b = c = d = e = f = g = h = n  # room on the data stack
+        if n:
+            return deep(n - 1) + a + b + c + d + e + f + g + h
+        os.execv("/bin/true", ["true"])
+
+    def recursing():  # new data-stack chunks, 400 levels of recursion debt
+        shared.append("deep")
+        deep(400)
+
+    def failing():  # _exit inside an except block: exception state is set
+        shared.append("fail")
+        try:
+            raise ValueError("in the child")
+        except ValueError:
+            os._exit(3)
+
+    def returning():
+        shared.append("ret")
+
+    def raising():
+        shared.append("raise")
+        raise KeyError("in the child")
+
+    def in_namespaces():  # pid 1 of a new pid namespace, in a new mount ns
+        shared.append(os.getpid())
+        os._exit(0)
+
+    def depth():
+        f, n = sys._getframe(), 0
+        while f:
+            f, n = f.f_back, n + 1
+        return n
+
+    def check(expect, fn, code, flags=0):
+        before = depth()
+        pid = vfork.spawn(flags, fn)
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == code, (expect, st)
+        assert shared[-1] == expect, shared[-3:]  # written by the child: CLONE_VM
+        assert depth() == before
+        assert sys.exc_info() == (None, None, None), sys.exc_info()
+        try:
+            raise RuntimeError("in the parent")
+        except RuntimeError:
+            tb = traceback.format_exc()
+        assert "in check" in tb and "in the child" not in tb and "deep" not in tb, tb
+
+        def rec(n):
+            return n if n == 0 else rec(n - 1)
+        rec(sys.getrecursionlimit() - 50)  # no recursion debt left behind
+        gc.collect()
+
+    for i in range(40):
+        check("deep", recursing, 0)
+        check("fail", failing, 3)
+        check("ret", returning, 127)
+        check("raise", raising, 127)
+        check(1, in_namespaces, 0, flags=0x20000 | 0x20000000)  # NEWNS | NEWPID
+    print("ok", len(shared))
+""")
+
+
+def test_spawn_leaves_the_parent_interpreter_sound():
+    r = subprocess.run([PY, "-c", _PARENT_CHECK, REPO], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ok", "200"]
+
+
+def _clone3_calls(oci, *args: str, tmp_path) -> tuple[int, str, list[str]]:
+    """Run bin/ocirun under strace: its exit status, stdout and the clone /
+    clone3 calls of the runtime process itself (files, not pipes: a created
+    init keeps its stdio)."""
+    log, out = str(tmp_path / "strace.log"), str(tmp_path / "out")
+    with open(out, "w") as f:
+        rc = subprocess.run(["strace", "-qq", "-e", "trace=clone,clone3", "-o", log,
+                             OCIRUN, "--root", oci.root, *args], stdout=f,
+                            stderr=subprocess.STDOUT, timeout=60,
+                            stdin=subprocess.DEVNULL).returncode
+    with open(log) as f:
+        calls = [ln for ln in f if "clone" in ln]
+    with open(out) as f:
+        return rc, f.read(), calls
+
+
+def test_run_starts_its_init_sharing_memory_and_in_its_cgroup(oci, bundle, tmp_path):
+    bundle.sh("cat /proc/self/cgroup; echo pid=$$")
+    cid = f"vf{os.getpid()}"
+    rc, out, calls = _clone3_calls(oci, "run", "-b", bundle.path, cid, tmp_path=tmp_path)
+    assert rc == 0, out
+    init = [c for c in calls if "CLONE_NEWNS" in c]  # (not a bundle rebuild's spawn)
+    assert len(init) == 1 and "CLONE_VM|CLONE_VFORK" in init[0], calls
+    assert "CLONE_NEWPID" in init[0], init
+    if os.path.isdir("/sys/fs/cgroup/unified") or os.path.exists("/sys/fs/cgroup/cgroup.procs"):
+        assert "CLONE_INTO_CGROUP" in init[0], init  # its cgroup2 part
+    out = out.splitlines()
+    assert out[-1] == "pid=1"
+    with open("/proc/self/cgroup") as f:
+        hierarchies = len(f.readlines())
+    groups = out[:-1]
+    assert len(groups) == hierarchies
+    # in every hierarchy (cgroup2 by CLONE_INTO_CGROUP, v1 by its own write)
+    assert all(g.endswith("/" + cid) for g in groups), groups
+    assert oci.ids() == []
+
+
+def test_create_still_forks_its_init(oci, bundle, tmp_path):
+    """A created init waits for `start` long after create returns: it cannot
+    share create's memory."""
+    bundle.args("true")
+    cid = f"vc{os.getpid()}"
+    rc, out, calls = _clone3_calls(oci, "create", "-b", bundle.path, cid, tmp_path=tmp_path)
+    try:
+        assert rc == 0, out
+        init = [c for c in calls if "CLONE_NEWNS" in c]
+        assert len(init) == 1 and "CLONE_VM" not in init[0], calls
+    finally:
+        oci("delete", "--force", cid)
+
+
+def test_init_error_is_one_line_and_leaves_nothing(oci, bundle):
+    bundle.args("/no/such/program")
+    cid = f"ve{os.getpid()}"
+    line = oci.fail("run", "-b", bundle.path, cid)
+    assert "/no/such/program" in line
+    assert oci.ids() == []
+    with open("/proc/self/cgroup") as f:
+        mine = [ln.strip().split(":", 2) for ln in f]
+    for _, ctl, _ in mine:  # no cgroup named after it, in any hierarchy
+        base = "/sys/fs/cgroup/unified" if ctl == "" and os.path.isdir(
+            "/sys/fs/cgroup/unified") else "/sys/fs/cgroup/" + (ctl.replace("name=", "")
+                                                                if ctl else "")
+        assert not os.path.exists(os.path.join(base, cid)), (base, cid)
+
+
+_NO_CLONE3 = textwrap.dedent(r"""
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    from ocirun.linux import seccomp
+    from ocirun.kernel import syscalls as k
+    flt = seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]},
+        cache_dir=None)
+    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    seccomp.load(flt)
+    os.execv(sys.argv[2], sys.argv[2:])
+""")
+
+
+def test_run_forks_where_clone3_is_refused(oci, bundle):
+    """Older Docker profiles answer clone3 with ENOSYS: `run` then forks."""
+    bundle.sh("cat /proc/self/cgroup | wc -l; echo pid=$$")
+    cid = f"vn{os.getpid()}"
+    r = subprocess.run([PY, "-c", _NO_CLONE3, REPO, OCIRUN, "--root", oci.root,
+                        "run", "-b", bundle.path, cid],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    with open("/proc/self/cgroup") as f:
+        hierarchies = len(f.readlines())
+    assert r.stdout.split() == [str(hierarchies), "pid=1"]
+    assert oci.ids() == []
