@@ -155,7 +155,7 @@ class Container:
         exits right after (the CLI), so our signal handlers need not be put
         back (see forward_signals)."""
         from ocirun.linux.foreground import forward_signals
-        from ocirun.sync import PeerGone
+        from ocirun.errors import PeerGone
         data = self._created or self._data()  # (create's own copy: no re-read)
         pid = self.pid
         sync = self._sync
@@ -188,8 +188,8 @@ class Container:
             self.delete(force=True)
 
     def _unblock_signals(self) -> None:
-        """Undo the blocking of a foreground create that sent "go" (see
-        creation._spawn_and_serve)."""
+        """Undo the blocking of the forwarded signals by a foreground create
+        (see creation._block_forwarded)."""
         if self._go_mask is not None:
             import _signal
             _signal.pthread_sigmask(_signal.SIG_SETMASK, self._go_mask)

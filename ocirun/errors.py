@@ -51,3 +51,9 @@ class UsageError(OciError):
     """Bad command line."""
 
     exit_code = 1
+
+
+class PeerGone(Exception):
+    """The peer closed the sync channel: it failed (and reports it) or died.
+    (Here, not in sync.py: an init that shares the runtime's memory has no
+    sync channel, and its path loads no sync module.)"""

@@ -187,7 +187,7 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         import gc
         gc.freeze()
         try:
-            from ocirun.creation import clone_child
+            from ocirun.forkinit import clone_child
             pid = clone_child(0, join)
         except OSError as e:
             if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead

@@ -26,11 +26,13 @@ from ocirun import oslite as os
 
 # Everything the init needs is imported here, before the fork: after
 # pivot_root the runtime's own files are out of reach.
-from ocirun.errors import OciError
+from ocirun.errors import OciError, PeerGone
 from ocirun.kernel import syscalls as k
 from ocirun.launch import drop_privileges, exec_process, prepare_process, seal_fds
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod
-from ocirun.sync import PeerGone, Sync
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (the sync module is not loaded by a vforked init's path)
+    from ocirun.sync import Sync
 
 
 class Init:
@@ -105,7 +107,7 @@ class Init:
             self.join_cgroup()
             self.ask("hooks")
         if plan.hooks.get("createContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
+            from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
             st = dict(self.get_state(), status="created")
             run_hooks(plan.hooks["createContainer"], "createContainer", st)
         if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_binds is None):
@@ -143,7 +145,7 @@ class Init:
         self.sync.expect("ok")
         self.wait_for_start()
         if plan.hooks.get("startContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see creation._spawn)
+            from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
             run_hooks(plan.hooks["startContainer"], "startContainer",
                             dict(self.get_state(), status="created"))
         exec_process(proc, exe, env)
@@ -228,7 +230,7 @@ class Init:
                     mounts.is_idmapped(step) or not mounts.reachable(step.source)):
                 tree = self.ask_bind_tree(i)
             elif mounts.is_idmapped(step):
-                from ocirun.linux import userns  # (loaded by the runtime: creation._spawn)
+                from ocirun.linux import userns  # (loaded by the runtime: forkinit._spawn)
                 userns_fd = userns.idmap_userns(step, plan)
             try:
                 mounts.apply_mount(self.rootfd, step, userns_fd, tree)

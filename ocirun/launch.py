@@ -14,7 +14,9 @@ from ocirun import oslite as os
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
 from ocirun.linux import process
-from ocirun.sync import Sync
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (the sync module is not loaded by a vforked init's path)
+    from ocirun.sync import Sync
 
 
 def prepare_process(proc) -> tuple[str, list[str]]:

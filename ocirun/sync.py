@@ -10,8 +10,7 @@ import sys
 import _socket
 
 
-class PeerGone(Exception):
-    """The peer closed the channel: it failed (and reports it) or died."""
+from ocirun.errors import PeerGone  # noqa: F401  (re-exported)
 
 
 class Sync:

@@ -2,7 +2,7 @@
 root, or through newuidmap/newgidmap), and user namespaces made only to
 carry the maps of an idmapped mount. Loaded only by configs that use them
 (the runtime imports it before the fork when the init will: see
-creation._spawn)."""
+forkinit._spawn)."""
 from __future__ import annotations
 
 from ocirun import oslite as os

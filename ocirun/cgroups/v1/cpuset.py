@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ocirun import oslite as os
 
-from ocirun.cgroups import fsutil, spec
+from ocirun.cgroups import fsutil
 
 
 def init_dirs(made: list[str]) -> None:
@@ -21,6 +21,7 @@ def init_dirs(made: list[str]) -> None:
 
 
 def set(d: str, res: dict, path: str, mgr) -> None:
+    from ocirun.cgroups import spec  # (not for init_dirs: every create needs that)
     cpu = spec.section(res, "cpu", path)
     if not cpu:
         return
