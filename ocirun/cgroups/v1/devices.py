@@ -8,6 +8,5 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     if res.get("devices") is None:
         return
     rules = devices.parse_rules(res["devices"], path + ".devices")
-    for i, r in enumerate(rules):
-        fsutil.write(d, "devices.allow" if r.allow else "devices.deny", r.v1_line(),
-                     f"{path}.devices[{i}]")
+    fsutil.write_each(d, [("devices.allow" if r.allow else "devices.deny", r.v1_line(),
+                           f"{path}.devices[{i}]") for i, r in enumerate(rules)])
