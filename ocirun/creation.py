@@ -146,7 +146,8 @@ def _vfork_fits(plan, mgr, opts) -> bool:
 def _spawn_vfork(c, plan, mgr) -> int:
     """The whole cgroup first (the init enters it by itself), then the
     init, which shares our memory until it has exec'd; returns its pid, or
-    0 when clone3 is refused (a seccomp profile, an old kernel): fork then."""
+    0 when clone3 fails (refused by a seccomp profile or an old kernel, or
+    CLONE_INTO_CGROUP refused): fork then, which has its own ways round."""
     from ocirun import init
     from ocirun.kernel import syscalls as k, vfork
     join = None
@@ -168,12 +169,11 @@ def _spawn_vfork(c, plan, mgr) -> int:
         try:
             pid = vfork.spawn(plan.ns.clone_flags, lambda: init.vfork_child_main(plan, w),
                               join.into_fd if join is not None else -1)
-        except OSError as e:
-            if e.errno not in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
-                raise
-            vfork.disable()
+        except OSError as e:  # no child: fork it instead (as clone_child does)
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+                vfork.disable()  # clone3 itself refused (an old kernel or profile)
             c._unblock_signals()
-            plan.cgroup_join = None
+            plan.cgroup_join = plan.cgroup_binds = None
             return 0
         finally:
             os.close(w)
