@@ -105,7 +105,7 @@ def _created(c, plan, data: dict, pid: int, opts) -> int:
     if plan.has_mount_ns:
         data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
     data.pop("status", None)
-    c.sd.save(data)
+    c.sd.save(data, replacing=True)
     if opts.pid_file:
         write_pid_file(os.path.abspath(opts.pid_file), pid)
     return pid

@@ -289,6 +289,16 @@ def link_fd(fd: int, path: str) -> None:
         raise error("", path)
 
 
+_renameat2 = int_func("renameat2")
+RENAME_EXCHANGE = 2
+
+
+def rename_exchange(a: str, b: str) -> None:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE)."""
+    if _renameat2(-100, _b(a), -100, _b(b), RENAME_EXCHANGE) < 0:
+        raise error("", b)
+
+
 def signal_default(sig: int) -> None:
     """SIG_DFL for any signal, including the two real-time signals that libc
     reserves for itself (32, 33) and refuses in sigaction()."""
