@@ -196,3 +196,16 @@ def test_run_forks_where_clone3_is_refused(oci, bundle):
         hierarchies = len(f.readlines())
     assert r.stdout.split() == [str(hierarchies), "pid=1"]
     assert oci.ids() == []
+
+
+def test_run_under_a_512_kib_memory_limit(oci, bundle):
+    """Issue 7's bound for the smallest memory limit. The vforked init's own
+    page faults are charged to the runtime (the owner of the memory it
+    shares), so entering the cgroup early (cgroup2: at birth) costs the
+    container nothing but the kernel objects of its own mounts."""
+    bundle.sh("echo it works")
+    bundle.linux.setdefault("resources", {})["memory"] = {"limit": 512 * 1024}
+    bundle.save()
+    r = oci.run(bundle, f"vm{os.getpid()}")
+    assert r.rc == 0, r
+    assert r.out.strip() == "it works"

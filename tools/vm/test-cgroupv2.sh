@@ -2,7 +2,8 @@
 # test-cgroupv2.sh [PYTEST ARGS...]
 #   Run ocirun's cgroups tests (tests/cgroups: the library; tests/test_cgroup_container.py:
 #   real containers with the cgroupfs and the systemd driver, pause/update/events ...;
-#   tests/test_vfork.py: a run's init entering its cgroup2 by CLONE_INTO_CGROUP)
+#   tests/test_vfork.py: a run's init entering its cgroup2 by CLONE_INTO_CGROUP;
+#   tests/test_devices.py: device nodes and rules under the eBPF device filter)
 #   in a throw-away QEMU guest with pure cgroup v2 and
 #   systemd as PID 1 (this host is v1/hybrid without systemd). Builds the guest
 #   image on first use under $VMLAB (default /var/cache/ocirun-vm, outside the repo),
@@ -21,7 +22,7 @@ if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
 fi
 # the container tests need busybox-static in the guest (the bundle fixture copies
 # /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
-ARGS=${*:-tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py}
+ARGS=${*:-tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py tests/test_devices.py}
 # the launcher's bytecode bundle (ocirun/bundle.py), built here: a rebuild in
 # the guest runs under TCG (seconds) and would land in the middle of a test
 /usr/bin/python3 -ISOO -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
