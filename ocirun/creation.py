@@ -59,7 +59,6 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         if opts.console_socket:
             terminal.check_console_socket(opts.console_socket)
     mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
-    c.sd.make()
     data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
             "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
             "annotations": cfg.get("annotations") or {}, "hooks": plan.hooks,
@@ -71,9 +70,9 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         # exactly what the container added
         from ocirun.linux.mountinfo import ids_under
         data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
+    c.sd.make(data)  # before the cgroup exists: a killed create leaves what to delete
     pid = 0
     try:
-        c.sd.save(data)  # before the cgroup exists: a killed create leaves what to delete
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)

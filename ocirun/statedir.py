@@ -1,9 +1,11 @@
 """The state directory <root>/<id>/ and the container's true status.
 
 Layout of a container's directory:
-  state.json   written once, atomically, when `create` has succeeded
+  state.json   written when the directory appears (status "creating", see
+               make()) and again, atomically, when `create` has succeeded
   exec.fifo    exists while the container is `created`; `start` removes it
-  .ocirun      an empty marker (a container's dir is never empty: see make())
+  .ocirun      an empty marker, for a directory made without a state (a
+               container's dir is never empty: see make())
   (the dir itself is flock()ed by every command that changes the container)
 
 Status is derived from the live process, never trusted from a file: the
@@ -140,14 +142,15 @@ class StateDir:
         self._data: dict | None = None
 
     # -- lifetime -----------------------------------------------------------
-    def make(self) -> None:
+    def make(self, state: dict | None = None) -> None:
         """Create the directory, already locked when it appears: it is made
-        under a hidden name, locked, given a marker file and renamed into
-        place. rename() onto an existing directory fails unless that one is
-        empty, and a container's directory never is, so the rename is the
-        atomic 'id is free' test. (A plain mkdir + flock left a moment in
-        which a parallel `state`/`delete` saw an unlocked, empty dir: a live
-        create reported as "stopped", and deletable.)"""
+        under a hidden name, locked, given its first state.json (or, without
+        one, a marker file) and renamed into place. rename() onto an existing
+        directory fails unless that one is empty, and a container's
+        directory never is, so the rename is the atomic 'id is free' test.
+        (A plain mkdir + flock left a moment in which a parallel
+        `state`/`delete` saw an unlocked, empty dir: a live create reported
+        as "stopped", and deletable.)"""
         import errno
         from ocirun.errors import ContainerExists
         try:
@@ -163,8 +166,12 @@ class StateDir:
             os.mkdir(tmp, 0o711)
             self._lockfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
-            os.close(os.open(os.path.join(tmp, MARKER), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                             0o600))
+            if state is not None:  # (not yet visible: no need for write_atomic)
+                _write_new(os.path.join(tmp, STATE_FILE), jsonutil.dumps(state).encode())
+                self._data = state
+            else:
+                os.close(os.open(os.path.join(tmp, MARKER),
+                                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             os.rename(tmp, self.path)
         except OSError as e:
             try:
@@ -206,8 +213,7 @@ class StateDir:
         except OSError:
             gone = self.path
         remove_tree(gone)
-        self.unlock()
-        _sweep_new_dirs(self.root)
+        self.unlock()  # (what a killed delete leaves, the next create sweeps)
 
     # -- content ------------------------------------------------------------
     def save(self, data: dict, replacing: bool = False) -> None:

@@ -37,8 +37,22 @@ def test_saves_are_atomic_for_readers(tmp_path, replacing):
         assert seen and seen == sorted(seen)
         with open(path) as f:
             assert json.load(f)["n"] == 299
-        # the swapped-out old file is gone: only the state and the marker
+        # the swapped-out old file is gone: only the state (and the marker
+        # of a directory made without a state)
         assert sorted(os.listdir(sd.path)) == [".ocirun", "state.json"]
+    finally:
+        sd.remove()
+    assert os.listdir(tmp_path) == []
+
+
+def test_made_with_its_state_the_dir_holds_just_that(tmp_path):
+    sd = StateDir(str(tmp_path), "c2")
+    sd.make({"id": "c2", "pid": 0, "status": "creating"})
+    try:
+        assert os.listdir(sd.path) == ["state.json"]
+        with open(os.path.join(sd.path, "state.json")) as f:
+            assert json.load(f)["status"] == "creating"
+        assert StateDir(str(tmp_path), "c2").status() == "creating"  # we hold the lock
     finally:
         sd.remove()
     assert os.listdir(tmp_path) == []
