@@ -102,6 +102,9 @@ class Container:
         # a foreground create released the init already ("go"), with our
         # signal mask before it blocked the ones run_foreground forwards
         self._go_mask: set | None = None
+        # a `run` whose process exits right after (the CLI): its init may
+        # share our memory (see creation._vfork_fits)
+        self._then_exit = False
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -393,7 +396,10 @@ def run(cid: str, bundle: str = ".", root: str | None = None,
             c.delete(force=True)
             raise
         return 0
-    c = Container.create(cid, bundle, root, opts, _foreground=True)
+    c = Container(cid, root)
+    c._then_exit = then_exit
+    from ocirun.creation import create
+    create(c, bundle, opts or CreateOptions(), True)
     return c.run_foreground(then_exit)
 
 
