@@ -17,22 +17,10 @@ DRY_RUN = False
 
 def write(dirpath: str, name: str, value: str | int, jpath: str) -> None:
     """Write one value to dirpath/name (a single write(2), as the kernel wants)."""
-    fn = os.path.join(dirpath, name)
-    data = str(value).encode()
-    fd = _open_for_write(dirpath, name, jpath)
-    if DRY_RUN:
-        os.close(fd)
-        return
-    try:
-        os.write(fd, data)
-    except OSError as e:
-        raise ConfigError(jpath, f"writing {data.decode()!r} to {fn}: "
-                          f"{os.strerror(e.errno)}") from None
-    finally:
-        os.close(fd)
+    write_each(dirpath, [(name, value, jpath)])
 
 
-def write_each(dirpath: str, writes: list[tuple[str, str, str]]) -> None:
+def write_each(dirpath: str, writes: list[tuple[str, str | int, str]]) -> None:
     """write() of each (name, value, jpath) in order, each file opened once
     (v1 devices: a dozen rules, one write each, on devices.allow)."""
     fds: dict[str, int] = {}
