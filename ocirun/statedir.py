@@ -166,8 +166,8 @@ class StateDir:
             os.mkdir(tmp, 0o711)
             self._lockfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
-            if state is not None:  # (not yet visible: no need for write_atomic)
-                _write_new(os.path.join(tmp, STATE_FILE), jsonutil.dumps(state).encode())
+            if state is not None:  # (whole, even here: a reader may look)
+                write_atomic(os.path.join(tmp, STATE_FILE), jsonutil.dumps(state).encode())
                 self._data = state
             else:
                 os.close(os.open(os.path.join(tmp, MARKER),
