@@ -86,15 +86,19 @@ def python_api_func(name: str):
 _buffer_types: dict[int, type] = {}
 
 
-def buffer(init: bytes | int):
-    """A writable C char array (its .raw is the bytes), zeroed or copied from
-    `init`; pass it where C wants a pointer, or take addressof() it."""
-    n = init if isinstance(init, int) else len(init)
+def char_array(n: int) -> type:
+    """The C type char[n] (its from_address() views memory as bytes)."""
     t = _buffer_types.get(n)
     if t is None:
         t = _buffer_types[n] = type(f"char_{n}", (_ctypes.Array,),
                                     {"_type_": c_char, "_length_": n})
-    b = t()
+    return t
+
+
+def buffer(init: bytes | int):
+    """A writable C char array (its .raw is the bytes), zeroed or copied from
+    `init`; pass it where C wants a pointer, or take addressof() it."""
+    b = char_array(init if isinstance(init, int) else len(init))()
     if not isinstance(init, int):
         b.raw = init
     return b

@@ -40,7 +40,7 @@ from ocirun import oslite as os
 
 from _struct import pack
 
-from .ffi import c_int, c_long, error, libc, long_func
+from .ffi import c_int, c_long, char_array, error, libc, long_func
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
@@ -90,10 +90,6 @@ def _int(addr: int) -> int:
     return c_int.from_address(addr).value
 
 
-class _Char(_ctypes._SimpleCData):
-    _type_ = "c"
-
-
 def _trampoline_ok() -> bool:
     if os.uname().machine != "x86_64":
         return False
@@ -140,9 +136,8 @@ def available() -> bool:
     if not _state:
         ts = _thread_state() if _trampoline_ok() else 0
         if ts:
-            span = type("thread_state_span", (_ctypes.Array,),
-                        {"_type_": _Char, "_length_": _SPAN[1] - _SPAN[0]})
-            _state[:] = [span.from_address(ts + _SPAN[0]), *_new_stack(), _thread.get_ident()]
+            span = char_array(_SPAN[1] - _SPAN[0]).from_address(ts + _SPAN[0])
+            _state[:] = [span, *_new_stack(), _thread.get_ident()]
         else:
             _state[:] = [0]
     return bool(_state[0]) and _state[3] == _thread.get_ident()
