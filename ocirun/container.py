@@ -127,10 +127,13 @@ class Container:
     # -- create (the sequence is in create.py) ------------------------------------
     @classmethod
     def create(cls, cid: str, bundle: str = ".", root: str | None = None,
-               opts: "CreateOptions | None" = None, _foreground: bool = False) -> "Container":
+               opts: "CreateOptions | None" = None, _foreground: bool = False,
+               _then_exit: bool = False) -> "Container":
         """Create the container and return its handle; the init waits for start."""
         from ocirun.creation import create
-        return create(cls(cid, root), bundle, opts or CreateOptions(), _foreground)
+        c = cls(cid, root)
+        c._then_exit = _then_exit
+        return create(c, bundle, opts or CreateOptions(), _foreground)
 
     def start(self) -> None:
         self.sd.lock()
@@ -396,10 +399,7 @@ def run(cid: str, bundle: str = ".", root: str | None = None,
             c.delete(force=True)
             raise
         return 0
-    c = Container(cid, root)
-    c._then_exit = then_exit
-    from ocirun.creation import create
-    create(c, bundle, opts or CreateOptions(), True)
+    c = Container.create(cid, bundle, root, opts, _foreground=True, _then_exit=then_exit)
     return c.run_foreground(then_exit)
 
 

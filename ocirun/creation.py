@@ -126,9 +126,9 @@ def _vfork_fits(plan, mgr, opts) -> bool:
     ~20 KB of objects behind in our memory, which a long-lived library
     caller would pile up run after run; it forks instead.)"""
     ns = plan.ns
-    if plan.wait_fifo or ns.slow or ns.new_user or ns.paths or ns.parent_pid_path or \
-            ns.parent_time_path or ns.new_time_in_parent or plan.net_devices or \
-            plan.process.terminal or opts.console_socket or any(plan.hooks.values()):
+    if plan.wait_fifo or ns.slow or ns.new_user or ns.paths or ns.new_time_in_parent or \
+            plan.net_devices or plan.process.terminal or opts.console_socket or \
+            any(plan.hooks.values()):
         return False
     sc = plan.linux.get("seccomp")
     if sc is not None and sc.get("listenerPath"):
