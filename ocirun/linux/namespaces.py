@@ -136,18 +136,18 @@ _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 1
 def loopback_up() -> None:
     """A new network namespace gets its `lo` up (runc and crun do the same);
     two ioctls on a throwaway socket, cheaper than a netlink round trip."""
-    import _socket
     import fcntl
+    from ocirun.kernel import syscalls as k
     try:
-        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        fd = k.socket(k.AF_INET, k.SOCK_DGRAM)
         try:
             ifr = bytearray(b"lo".ljust(16, b"\0") + bytes(24))
-            fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifr)
+            fcntl.ioctl(fd, _SIOCGIFFLAGS, ifr)
             flags = int.from_bytes(ifr[16:18], "little") | _IFF_UP
             ifr[16:18] = flags.to_bytes(2, "little")
-            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, ifr)
+            fcntl.ioctl(fd, _SIOCSIFFLAGS, ifr)
         finally:
-            s.close()
+            os.close(fd)
     except OSError as e:
         raise OciError(f"cannot bring up the loopback device: {e.strerror}") from None
 
