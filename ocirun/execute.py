@@ -227,9 +227,9 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
             elif verb == "seccomp":
                 from ocirun.linux import seccomp
                 try:
-                    sc = (data.get("config") or {}).get("linux", {}).get("seccomp") or {}
-                    seccomp.send_listener(sc.get("listenerPath"), fds[0], state,
-                                          sc.get("listenerMetadata", ""))
+                    flt = pplan.seccomp
+                    seccomp.send_listener(flt.listener_path, fds[0], state,
+                                          flt.listener_metadata, required=flt.notify)
                 finally:
                     os.close(fds[0])
             elif verb == "error":

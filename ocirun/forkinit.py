@@ -129,9 +129,9 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int, meanwhile) -> int:
         elif verb == "seccomp":
             from ocirun.linux import seccomp
             try:
-                seccomp.send_listener(plan.linux["seccomp"]["listenerPath"], fds[0],
-                                      oci_state(data, "creating"),
-                                      plan.linux["seccomp"].get("listenerMetadata", ""))
+                flt = plan.process.seccomp
+                seccomp.send_listener(flt.listener_path, fds[0], oci_state(data, "creating"),
+                                      flt.listener_metadata, required=flt.notify)
             finally:
                 for fd in fds:
                     os.close(fd)

@@ -360,6 +360,39 @@ def test_notify_listener_gets_fd_state_and_answers(oci, sbundle, tmp_path):
         agent.close()
 
 
+def test_listener_without_notify_rules_still_gets_state_and_fd(oci, sbundle, tmp_path):
+    """A listenerPath with no SCMP_ACT_NOTIFY rule: the agent still gets the
+    state and a listener fd (as crun sends them; crun's own test waits in
+    accept() for it), and the container runs."""
+    path = str(tmp_path / "agent.sock")
+    agent = Agent(path)
+    try:
+        sbundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+                                    "listenerMetadata": "no-rules"}
+        sbundle.sh("echo ran")
+        r = oci.run(sbundle, "norules")
+        assert r.rc == 0 and r.out.strip() == "ran", r
+        agent.thread.join(5)
+        assert agent.error is None, agent.error
+        assert agent.msg["metadata"] == "no-rules"
+        assert agent.msg["state"]["id"] == "norules"
+        assert agent.msg["state"]["status"] == "creating"
+        assert len(agent.fds) == 1
+        assert os.readlink(f"/proc/self/fd/{agent.fds[0]}") == "anon_inode:seccomp notify"
+    finally:
+        agent.close()
+
+
+def test_listener_path_without_notify_rules_is_only_tried(oci, sbundle, tmp_path):
+    """runtime-spec: with no SCMP_ACT_NOTIFY action the path is ignored, so
+    a missing agent is no error."""
+    sbundle.linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                "listenerPath": str(tmp_path / "nobody.sock")}
+    sbundle.sh("echo ran")
+    r = oci.run(sbundle, "noagent")
+    assert r.rc == 0 and r.out.strip() == "ran", r
+
+
 # --- seccomp: the BPF cache in a real container start ----------------------------------
 def _timed_run(oci, bundle, env=None) -> float:
     t = time.perf_counter()

@@ -9,6 +9,8 @@ last step before execve(): it installs the raw program with seccomp(2).
 """
 from __future__ import annotations
 
+import errno
+
 from ocirun import oslite as os
 
 from ..errors import ConfigError, OciError
@@ -320,7 +322,7 @@ def compile(cfg: dict, path: str = "linux.seccomp",
     cache_dir None disables the cache. A hit does not load libseccomp.
     """
     p = _validate(cfg, path)
-    if cfg.get("listenerPath"):
+    if p.notify:  # (without a NOTIFY rule the path is only tried: see send_listener)
         check_listener(cfg["listenerPath"], f"{path}.listenerPath")
     key = ""
     bpf = None
@@ -353,17 +355,22 @@ def check_listener(listener_path: str, where: str = "linux.seccomp.listenerPath"
 
 # --- load (in the container's init) ---------------------------------------------
 def load(flt: Filter) -> int | None:
-    """Install the filter on the calling process; the listener fd if NOTIFY.
+    """Install the filter on the calling process; its listener fd when a
+    listenerPath is set.
 
     Needs no_new_privs, or CAP_SYS_ADMIN in the effective set. TSYNC is
     dropped: the init is single-threaded, and the kernel refuses TSYNC
     together with NEW_LISTENER. LOG / SPEC_ALLOW / WAIT_KILLABLE_RECV that
     the running kernel lacks are dropped (runc drops what its libseccomp
     cannot do); WAIT_KILLABLE_RECV only means something with a listener.
+    A listenerPath without NOTIFY rules still gets a listener fd, as crun
+    gives one (an agent waiting on the path is not left hanging), unless a
+    filter above ours already has one (EBUSY): then there is none to send.
     """
     from ..kernel import seccomp as k
     flags = flt.flags & ~_FLAG_TSYNC
-    if flt.notify:
+    listener = flt.notify or bool(flt.listener_path)
+    if listener:
         flags |= _FLAG_NEW_LISTENER
     else:
         flags &= ~_FLAG_WAIT_KILLABLE_RECV
@@ -371,16 +378,22 @@ def load(flt: Filter) -> int | None:
         if flags & f and not k.flag_supported(f):
             flags &= ~f
     try:
-        fd = k.load_filter(flt.bpf, flags)
+        try:
+            fd = k.load_filter(flt.bpf, flags)
+        except OSError as e:
+            if e.errno != errno.EBUSY or flt.notify or not listener:
+                raise
+            listener = False
+            fd = k.load_filter(flt.bpf, flags & ~(_FLAG_NEW_LISTENER | _FLAG_WAIT_KILLABLE_RECV))
     except OSError as e:
         hint = (" (set process.noNewPrivileges, or keep CAP_SYS_ADMIN until "
                 "the filter is loaded)" if e.errno == 13 else "")
         raise OciError(f"seccomp: loading filter: {os.strerror(e.errno)}{hint}") from None
-    return fd if flt.notify else None
+    return fd if listener else None
 
 
 def send_listener(listener_path: str, listener_fd: int, state: dict,
-                  metadata: str | None = None) -> None:
+                  metadata: str | None = None, required: bool = True) -> None:
     """Send the container process state and the seccomp fd to an agent.
 
     runtime-spec "containerProcessState": one JSON document per connection,
@@ -388,7 +401,8 @@ def send_listener(listener_path: str, listener_fd: int, state: dict,
     closed. `state` is the container's state object (status "creating").
     Runs in the runtime, which can still reach listener_path (the init
     already pivoted into the container). The caller keeps and closes its
-    copy of listener_fd.
+    copy of listener_fd. required=False (no NOTIFY rule: the spec says the
+    path is then ignored): a failure to send is no error.
     """
     import json
     import socket
@@ -402,5 +416,7 @@ def send_listener(listener_path: str, listener_fd: int, state: dict,
             if sent < len(data):
                 s.sendall(data[sent:])
     except OSError as e:
+        if not required:
+            return
         raise OciError(f"linux.seccomp.listenerPath: sending the seccomp fd to {listener_path}: "
                        f"{e.strerror or e}") from None
