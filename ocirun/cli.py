@@ -177,7 +177,8 @@ def _create_opts(a: Args, g: Args):
                          no_new_keyring=a.opts.get("no-new-keyring", False),
                          preserve_fds=preserve,
                          systemd_cgroup=g.opts.get("systemd-cgroup", False),
-                         cgroup_manager=g.opts.get("cgroup-manager"))
+                         cgroup_manager=g.opts.get("cgroup-manager"),
+                         notify_socket=os.getenv("NOTIFY_SOCKET") or None)
 
 
 def _extra():
@@ -203,7 +204,7 @@ def dispatch(cmd: str, rest: list[str], g: Args) -> int:
         return ctr.run(cid, a.opts.get("bundle", "."), root, _create_opts(a, g),
                        detach=a.opts.get("detach", False), then_exit=_exits_after)
     if cmd == "start":
-        ctr.start(_need_id(a, cmd), root)
+        ctr.start(_need_id(a, cmd), root, os.getenv("NOTIFY_SOCKET") or None)
         return 0
     if cmd == "state":
         _print_json(ctr.state(_need_id(a, cmd), root))

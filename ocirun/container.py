@@ -71,12 +71,14 @@ class CreateOptions:
     """Options of create/run beyond the bundle (runc's flags)."""
 
     __slots__ = ("config", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
-                 "preserve_fds", "systemd_cgroup", "cgroup_manager")
+                 "preserve_fds", "systemd_cgroup", "cgroup_manager", "notify_socket")
 
     def __init__(self, config: str | None = None, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,
                  no_new_keyring: bool = False, preserve_fds: int = 0,
-                 systemd_cgroup: bool = False, cgroup_manager: str | None = None) -> None:
+                 systemd_cgroup: bool = False, cgroup_manager: str | None = None,
+                 notify_socket: str | None = None) -> None:
+        """notify_socket: the host's NOTIFY_SOCKET, relayed (see ocirun.notify)."""
         self.config = config
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -85,6 +87,7 @@ class CreateOptions:
         self.preserve_fds = preserve_fds
         self.systemd_cgroup = systemd_cgroup
         self.cgroup_manager = cgroup_manager
+        self.notify_socket = notify_socket
 
 
 class Container:
@@ -105,6 +108,7 @@ class Container:
         # a `run` whose process exits right after (the CLI): its init may
         # share our memory (see creation._vfork_fits)
         self._then_exit = False
+        self._notify = None  # a foreground run's notify.Listener, and the host's socket
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -135,25 +139,50 @@ class Container:
         c._then_exit = _then_exit
         return create(c, bundle, opts or CreateOptions(), _foreground)
 
-    def start(self) -> None:
-        self.sd.lock()
+    def start(self, notify_socket: str | None = None) -> None:
+        """notify_socket: the host's NOTIFY_SOCKET; return once the process
+        has said READY (or its init has exited), relayed (ocirun.notify)."""
+        listener = None
         try:
-            self._start()
+            self.sd.lock()
+            try:
+                listener = self._start(notify_socket)
+            finally:
+                self.sd.unlock()
+            if listener is not None:  # (unlocked: READY may take the app a while)
+                from ocirun import notify
+                ready = listener.wait_ready(self.pid)
+                if ready is not None:
+                    notify.tell_host(notify_socket, ready, self.pid)
         finally:
-            self.sd.unlock()
+            if listener is not None:
+                listener.close()
 
-    def _start(self) -> None:
+    def _start(self, notify_socket: str | None = None):
+        """Release the init; a notify.Listener when there is READY to relay."""
         data = self._data()
         st = self.sd.status(exact=False)
         if st != "created":
             raise StateError(f"cannot start a container that is {st}" if st != "stopped"
                              else "cannot start a container that has stopped")
+        self.pid = data["pid"]
+        listener = None
+        if notify_socket:
+            from ocirun import notify
+            if os.path.isdir(notify.socket_dir(self.sd.path)):  # (made by a create told so)
+                listener = notify.Listener(self.sd.path)  # before the process can send
         hooks = data.get("hooks") or {}
         # startContainer runs between the fifo and execve, and poststart must
         # follow the execve: only then is there something to wait for
-        _release_init(self.sd, data["pid"],
-                      until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
+        try:
+            _release_init(self.sd, data["pid"],
+                          until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            raise
         _warn_hooks(data, "poststart", "running")
+        return listener
 
     def run_foreground(self, then_exit: bool = False) -> int:
         """For `run`: release the init, forward signals (or proxy the
@@ -182,16 +211,30 @@ class Container:
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
                 _warn_hooks(data, "poststart", "running")
+                if self._notify is not None and self._console < 0:
+                    self._relay_ready()
                 if self._console >= 0:
                     from ocirun.linux import terminal
                     return terminal.proxy(self._console, pid)
                 return fw.wait()
         finally:
             self._unblock_signals()
+            if self._notify is not None:
+                self._notify[0].close()
+                self._notify = None
             if self._console >= 0:
                 os.close(self._console)
                 self._console = -1
             self.delete(force=True)
+
+    def _relay_ready(self) -> None:
+        """Foreground run: the container's READY to the host, with our pid
+        as MAINPID (we stay in front of the process, as runc does)."""
+        from ocirun import notify
+        listener, host = self._notify
+        ready = listener.wait_ready(self.pid)
+        if ready is not None:
+            notify.tell_host(host, ready, os.getpid())
 
     def _unblock_signals(self) -> None:
         """Undo the blocking of the forwarded signals by a foreground create
@@ -382,8 +425,8 @@ def create(cid: str, bundle: str = ".", root: str | None = None,
     return Container.create(cid, bundle, root, opts)
 
 
-def start(cid: str, root: str | None = None) -> None:
-    Container(cid, root).start()
+def start(cid: str, root: str | None = None, notify_socket: str | None = None) -> None:
+    Container(cid, root).start(notify_socket)
 
 
 def run(cid: str, bundle: str = ".", root: str | None = None,
@@ -394,7 +437,7 @@ def run(cid: str, bundle: str = ".", root: str | None = None,
     if detach:
         c = Container.create(cid, bundle, root, opts)
         try:
-            c.start()
+            c.start(opts.notify_socket if opts is not None else None)
         except BaseException:
             c.delete(force=True)
             raise

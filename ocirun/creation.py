@@ -43,6 +43,9 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     bundle = os.path.abspath(bundle)
     cfg = spec.load(bundle, opts.config)
     _socket_activation(cfg)
+    if opts.notify_socket:
+        from ocirun import notify
+        notify.add_to_config(cfg, c.sd.path)
     plan = planmod.build(cfg, bundle, no_pivot=opts.no_pivot,
                          no_new_keyring=opts.no_new_keyring,
                          preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
@@ -73,6 +76,10 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     c.sd.make(data)  # before the cgroup exists: a killed create leaves what to delete
     pid = 0
     try:
+        if opts.notify_socket:
+            notify.make_dir(c.sd.path)
+            if _foreground:  # (its init may exec before we could bind later)
+                c._notify = (notify.Listener(c.sd.path), opts.notify_socket)
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -201,6 +208,9 @@ def _undo_create(c, pid: int, mgr) -> None:
     if c._sync is not None:
         c._sync.close()
         c._sync = None
+    if c._notify is not None:
+        c._notify[0].close()
+        c._notify = None
     data = c.sd.load() or {}
     pid = pid or data.get("pid", 0)
     if pid:

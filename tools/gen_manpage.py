@@ -57,10 +57,26 @@ file, so a container whose runtime was killed is never shown as running.
 the container process's status, or 128+N when it was killed by signal N. All
 other commands exit 0 on success and 1 on error.
 
+# ENVIRONMENT
+
+*NOTIFY_SOCKET*
+:   for **create**/**run**: the container gets a socket of ocirun's,
+    *ID/notify/notify.sock* in the state dir, bind-mounted read-only at
+    */run/notify*, and NOTIFY_SOCKET=/run/notify/notify.sock. For **start**
+    and **run**: wait until the process sends READY=... (or exits), then send
+    the host's socket that line, MAINPID (the init, or the runtime itself
+    for a foreground **run**) and BARRIER=1, as runc does.
+
+*LISTEN_FDS*, *LISTEN_PID*
+:   systemd socket activation: when LISTEN_PID is ocirun's pid, the
+    LISTEN_FDS fds from 3 on are passed to the process, whose environment
+    then says LISTEN_PID=1.
+
 # FILES
 
 */run/ocirun/ID/* (or *$XDG_RUNTIME_DIR/ocirun/ID/* for a non-root user):
-*state.json* and, while the container is created, *exec.fifo*.
+*state.json*, while the container is created *exec.fifo*, and with
+NOTIFY_SOCKET *notify/*.
 */run/ocirun/.cache/seccomp/*: compiled seccomp filters, keyed by a hash of
 the profile and the libseccomp version.
 

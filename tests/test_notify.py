@@ -1,0 +1,196 @@
+"""NOTIFY_SOCKET: the container's READY reaches the host's socket through
+ocirun (runc's way: /run/notify/notify.sock inside, READY + MAINPID +
+BARRIER=1 outside). Real containers; the host side is a datagram socket
+of the test's; the container side a 10-line static C sender (busybox has
+no sd_notify)."""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ocitest import OCIRUN
+
+SDN_SRC = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+    const char *p = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (!p || argc < 2) return 2;
+    strncpy(a.sun_path, p, sizeof a.sun_path - 1);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    return sendto(s, argv[1], strlen(argv[1]), 0, (struct sockaddr *)&a, sizeof a) < 0;
+}
+"""
+
+_ids = itertools.count()
+
+
+def new_id() -> str:
+    return f"ntf{os.getpid()}x{next(_ids)}"
+
+
+@pytest.fixture(scope="session")
+def sdn_bin(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sdn")
+    with open(d / "sdn.c", "w") as f:
+        f.write(SDN_SRC)
+    subprocess.run(["gcc", "-static", "-Os", "-o", str(d / "sdn"), str(d / "sdn.c")],
+                   check=True, capture_output=True)
+    return str(d / "sdn")
+
+
+@pytest.fixture
+def nbundle(bundle, sdn_bin):
+    import shutil
+    shutil.copy2(sdn_bin, os.path.join(bundle.rootfs, "bin", "sdn"))
+    return bundle
+
+
+class Host:
+    """The host's notify socket (what systemd would hold): records each
+    datagram and closes the fds that come with it (the barrier's pipe)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addr = path if not path.startswith("@") else "\0" + path[1:]
+        self.sock.bind(self.addr)
+        self.stopping = False
+        self.got: list[bytes] = []
+        self.fds_seen = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 4)
+            except OSError:
+                return
+            if self.stopping:
+                return
+            self.got.append(msg)
+            self.fds_seen += len(fds)
+            for fd in fds:
+                os.close(fd)
+            if msg.startswith(b"BARRIER="):
+                return
+
+    def close(self) -> None:
+        self.stopping = True
+        if self.thread.is_alive():  # wake its recv
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"", self.addr)
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(str(tmp_path / "host-notify.sock"))
+    yield h
+    h.close()
+
+
+def env_with(path: str) -> dict:
+    return dict(os.environ, NOTIFY_SOCKET=path)
+
+
+def test_foreground_run_relays_ready_with_our_pid(oci, nbundle, host):
+    nbundle.sh("echo $NOTIFY_SOCKET; grep ' /run/notify ' /proc/self/mountinfo | "
+               "grep -c ' ro,'; sdn 'STATUS=starting'; sdn 'READY=1'; echo sent=$?")
+    cid = new_id()
+    p = subprocess.Popen([OCIRUN, "--root", oci.root, "run", "--bundle", nbundle.path, cid],
+                         env=env_with(host.path), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.split() == ["/run/notify/notify.sock", "1", "sent=0"]
+    host.thread.join(5)
+    # only READY is relayed; MAINPID is the runtime, which stays in front
+    assert host.got == [b"READY=1\n", f"MAINPID={p.pid}\n".encode(), b"BARRIER=1"]
+    assert host.fds_seen == 1
+    assert oci.ids() == []
+
+
+def test_start_waits_for_ready_and_names_the_init(oci, nbundle, host):
+    nbundle.sh("sleep 0.5; sdn 'READY=1'; sleep 30")
+    cid = new_id()
+    oci.ok("create", "--bundle", nbundle.path, cid, env=env_with(host.path))
+    assert os.path.isdir(os.path.join(oci.root, cid, "notify"))
+    pid = oci.state(cid)["pid"]
+    t = time.monotonic()
+    oci.ok("start", cid, env=env_with(host.path))
+    assert time.monotonic() - t >= 0.4  # it returned after READY, not at once
+    host.thread.join(5)
+    assert host.got == [b"READY=1\n", f"MAINPID={pid}\n".encode(), b"BARRIER=1"]
+    assert oci.state(cid)["status"] == "running"
+    oci.ok("delete", "--force", cid)
+    assert not os.path.exists(os.path.join(oci.root, cid))
+
+
+def test_detached_run_relays_ready(oci, nbundle, host):
+    nbundle.sh("sdn 'READY=1'; sleep 30")
+    cid = new_id()
+    oci.ok("run", "--detach", "--bundle", nbundle.path, cid, env=env_with(host.path))
+    pid = oci.state(cid)["pid"]
+    host.thread.join(5)
+    assert host.got == [b"READY=1\n", f"MAINPID={pid}\n".encode(), b"BARRIER=1"]
+    oci.ok("delete", "--force", cid)
+
+
+def test_a_process_that_exits_without_ready_sends_nothing(oci, nbundle, host):
+    nbundle.sh("exit 3")
+    r = oci.run(nbundle, new_id(), env=env_with(host.path))
+    assert r.rc == 3, r
+    cid = new_id()
+    oci.ok("create", "--bundle", nbundle.path, cid, env=env_with(host.path))
+    oci.ok("start", cid, env=env_with(host.path))  # returns: the init has exited
+    oci.ok("delete", cid)
+    assert host.got == []
+
+
+def test_abstract_host_socket(oci, nbundle):
+    h = Host(f"@ocirun-test-{os.getpid()}")
+    try:
+        nbundle.sh("sdn 'READY=1'")
+        r = oci.run(nbundle, new_id(), env=env_with(h.path))
+        assert r.rc == 0, r
+        h.thread.join(5)
+        assert h.got[0] == b"READY=1\n" and h.got[2] == b"BARRIER=1"
+    finally:
+        h.close()
+
+
+def test_no_host_listening_is_a_warning(oci, nbundle, tmp_path):
+    nbundle.sh("sdn 'READY=1'; echo ran")
+    r = oci.run(nbundle, new_id(), env=env_with(str(tmp_path / "nobody.sock")))
+    assert r.rc == 0 and r.out.strip() == "ran", r
+    assert "NOTIFY_SOCKET" in r.err and "Traceback" not in r.err
+
+
+def test_start_with_notify_socket_after_a_plain_create(oci, nbundle, host):
+    """The container has no socket to send to: start neither waits nor fails."""
+    nbundle.sh("sleep 30")
+    cid = new_id()
+    oci.ok("create", "--bundle", nbundle.path, cid)
+    oci.ok("start", cid, env=env_with(host.path), timeout=10)
+    assert oci.state(cid)["status"] == "running"
+    oci.ok("delete", "--force", cid)
+    assert host.got == []
+
+
+def test_config_env_notify_socket_is_replaced(oci, nbundle, host):
+    nbundle.process["env"] = nbundle.process.get("env", []) + ["NOTIFY_SOCKET=/elsewhere"]
+    nbundle.sh("env | grep -c NOTIFY_SOCKET; echo $NOTIFY_SOCKET")
+    r = oci.run(nbundle, new_id(), env=env_with(host.path))
+    assert r.rc == 0 and r.out.split() == ["1", "/run/notify/notify.sock"], r
