@@ -1,8 +1,8 @@
 """NOTIFY_SOCKET: the container's READY reaches the host's socket through
 ocirun (runc's way: /run/notify/notify.sock inside, READY + MAINPID +
 BARRIER=1 outside). Real containers; the host side is a datagram socket
-of the test's; the container side a 10-line static C sender (busybox has
-no sd_notify)."""
+of the test's; the container side a 10-line static C sender, tests/helpers/sdn.c
+(busybox has no sd_notify)."""
 from __future__ import annotations
 
 import itertools
@@ -16,20 +16,7 @@ import pytest
 
 from ocitest import OCIRUN
 
-SDN_SRC = r"""
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-int main(int argc, char **argv) {
-    const char *p = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (!p || argc < 2) return 2;
-    strncpy(a.sun_path, p, sizeof a.sun_path - 1);
-    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
-    return sendto(s, argv[1], strlen(argv[1]), 0, (struct sockaddr *)&a, sizeof a) < 0;
-}
-"""
+SDN_SRC = os.path.join(os.path.dirname(__file__), "helpers", "sdn.c")
 
 _ids = itertools.count()
 
@@ -40,10 +27,13 @@ def new_id() -> str:
 
 @pytest.fixture(scope="session")
 def sdn_bin(tmp_path_factory):
+    """Built here, or (the cgroup v2 guest has no compiler) taken from
+    $OCIRUN_TEST_HELPERS, where tools/vm/test-cgroupv2.sh built it."""
+    pre = os.path.join(os.environ.get("OCIRUN_TEST_HELPERS", "/nonexistent"), "sdn")
+    if os.path.exists(pre):
+        return pre
     d = tmp_path_factory.mktemp("sdn")
-    with open(d / "sdn.c", "w") as f:
-        f.write(SDN_SRC)
-    subprocess.run(["gcc", "-static", "-Os", "-o", str(d / "sdn"), str(d / "sdn.c")],
+    subprocess.run(["gcc", "-static", "-Os", "-o", str(d / "sdn"), SDN_SRC],
                    check=True, capture_output=True)
     return str(d / "sdn")
 
@@ -194,3 +184,44 @@ def test_config_env_notify_socket_is_replaced(oci, nbundle, host):
     nbundle.sh("env | grep -c NOTIFY_SOCKET; echo $NOTIFY_SOCKET")
     r = oci.run(nbundle, new_id(), env=env_with(host.path))
     assert r.rc == 0 and r.out.split() == ["1", "/run/notify/notify.sock"], r
+
+
+def _systemd_pid1() -> bool:
+    try:
+        with open("/proc/1/comm") as f:
+            return f.read().strip() == "systemd"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _systemd_pid1(), reason="needs systemd as PID 1 (the cgroup v2 "
+                    "guest of tools/vm/test-cgroupv2.sh runs it)")
+def test_systemd_type_notify_unit_becomes_active_on_ready(oci, nbundle):
+    """A Type=notify unit running `ocirun run`: systemd-run returns once the
+    unit is active, i.e. once the container's READY reached systemd, and
+    the unit's main process is ocirun (MAINPID), which stays in front."""
+    # (the shell is the container's PID 1: without a TERM trap it would
+    # ignore the stop's SIGTERM, relayed by ocirun, until its sleep ends)
+    nbundle.sh("trap 'exit 0' TERM; sleep 0.3; sdn 'READY=1'; sleep 30 & wait")
+    cid = new_id()
+    unit = f"ocirun-notify-{cid}"
+    r = subprocess.run(["systemd-run", f"--unit={unit}", "-p", "Type=notify",
+                        "-p", "TimeoutStartSec=20", "--collect",
+                        OCIRUN, "--root", oci.root, "run", "--bundle", nbundle.path, cid],
+                       capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r
+        show = subprocess.run(["systemctl", "show", "-p", "ActiveState", "-p", "MainPID",
+                               unit], capture_output=True, text=True).stdout
+        props = dict(line.split("=", 1) for line in show.split())
+        assert props["ActiveState"] == "active", show
+        with open(f"/proc/{props['MainPID']}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        assert b"run" in argv and cid.encode() in argv, argv
+        assert oci.state(cid)["status"] == "running"
+        t = time.monotonic()
+        subprocess.run(["systemctl", "stop", unit], capture_output=True, timeout=60)
+        assert time.monotonic() - t < 10  # the TERM reached the container through ocirun
+        assert oci.ids() == []            # and ocirun cleaned up after it
+    finally:
+        subprocess.run(["systemctl", "stop", unit], capture_output=True, timeout=60)
