@@ -87,19 +87,24 @@ def read_kv(dirpath: str, name: str) -> dict[str, int]:
 
 
 def mkdir_p(path: str) -> list[str]:
-    """mkdir -p; returns the directories it created (outermost first)."""
-    made = []
-    todo = []
-    p = path
-    while not os.path.isdir(p):
-        todo.append(p)
-        p = os.path.dirname(p)
-    for d in reversed(todo):
-        try:
-            os.mkdir(d, 0o755)
-            made.append(d)
-        except FileExistsError:
-            pass
+    """mkdir -p; returns the directories it created (outermost first).
+    The mkdir comes first: a container's cgroup is new and its parent is
+    there (no stat of each level on every create)."""
+    try:
+        os.mkdir(path, 0o755)
+        return [path]
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise
+    made = mkdir_p(parent)
+    try:
+        os.mkdir(path, 0o755)
+        made.append(path)
+    except FileExistsError:
+        pass
     return made
 
 

@@ -8,13 +8,13 @@ from ocirun.cgroups import fsutil
 
 
 def init_dirs(made: list[str]) -> None:
-    """Copy cpuset.cpus/mems down into newly made directories (outermost first)."""
+    """Copy cpuset.cpus/mems down into newly made directories (outermost
+    first). A new v1 cpuset is empty (or, under cgroup.clone_children, has
+    its parent's values already: writing them again changes nothing)."""
     for d in made:
         parent = os.path.dirname(d)
         for f in ("cpuset.cpus", "cpuset.mems"):
             try:
-                if fsutil.read(d, f).strip():
-                    continue
                 fsutil.write(d, f, fsutil.read(parent, f).strip() or "\n", "linux.cgroupsPath")
             except OSError:
                 pass
