@@ -90,3 +90,33 @@ def test_realtime_budget_written(oci, bundle):
     d = _own_dir(oci.state("rt")["pid"], "cpu")
     assert _read(d, "cpu.rt_period_us") == "1000000"
     assert _read(d, "cpu.rt_runtime_us") == "1000"
+
+
+def test_sched_fifo_runs_with_a_realtime_budget(oci, bundle):
+    """process.scheduler SCHED_FIFO in a container whose cpu cgroup has
+    real-time runtime (linux.resources.cpu.realtimeRuntime)."""
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("kernel without RT group scheduling (cgroup v1 cpu.rt_runtime_us)")
+    bundle.process["scheduler"] = {"policy": "SCHED_FIFO", "priority": 10}
+    bundle.linux["resources"]["cpu"] = {"realtimePeriod": 1000000, "realtimeRuntime": 10000}
+    bundle.sh("grep -E '^(policy|prio)' /proc/self/sched")
+    r = oci.run(bundle, "fifo")
+    assert r.rc == 0, r
+    fields = {k.strip(): v.strip() for k, v in (line.split(":") for line in r.out.splitlines())}
+    assert fields["policy"] == "1" and fields["prio"] == str(99 - 10)  # SCHED_FIFO, 10
+
+
+def test_sched_fifo_without_a_realtime_budget_is_one_clear_line(oci, bundle):
+    """A new v1 cpu cgroup has no real-time runtime: the kernel refuses the
+    SCHED_FIFO init with a bare EINVAL at the join; the line names the
+    scheduler and the setting that gives it one, and nothing is left."""
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("kernel without RT group scheduling (cgroup v1 cpu.rt_runtime_us)")
+    bundle.process["scheduler"] = {"policy": "SCHED_FIFO", "priority": 10}
+    bundle.args("true")
+    for cmd in ("run", "create"):
+        line = oci.fail(cmd, "--bundle", bundle.path, "nofifo")
+        assert "process.scheduler" in line and "realtimeRuntime" in line, line
+        assert oci.ids() == []
+        assert not any(os.path.exists(f"/sys/fs/cgroup/{h}/nofifo")
+                       for h in os.listdir("/sys/fs/cgroup"))

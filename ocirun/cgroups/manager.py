@@ -57,8 +57,8 @@ class SelfJoin:
             for fd in fds:
                 os.write(fd, b"0")
         except OSError as e:
-            raise CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}") \
-                from None
+            raise CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}"
+                              f"{_realtime_hint(e.errno, 0)}") from None
         finally:
             for fd in fds:
                 os.close(fd)
@@ -274,7 +274,23 @@ def _join(procs_dir: str, pid: int) -> None:
             os.close(fd)
     except OSError as e:
         raise CgroupError(f"adding pid {pid} to cgroup {procs_dir}: "
-                          f"{os.strerror(e.errno)}") from None
+                          f"{os.strerror(e.errno)}{_realtime_hint(e.errno, pid)}") from None
+
+
+def _realtime_hint(err: int, pid: int) -> str:
+    """The kernel refuses (EINVAL) a SCHED_FIFO/SCHED_RR task in a cpu
+    cgroup without real-time runtime (v1: cpu.rt_runtime_us 0, what a new
+    cgroup gets), and says nothing more."""
+    if err != errno.EINVAL:
+        return ""
+    try:
+        policy = os.sched_getscheduler(pid) & ~0x40000000  # (SCHED_RESET_ON_FORK)
+    except OSError:
+        return ""
+    if policy not in (1, 2):
+        return ""
+    return (" (process.scheduler: a SCHED_FIFO or SCHED_RR process needs real-time "
+            "runtime in its cpu cgroup; set linux.resources.cpu.realtimeRuntime)")
 
 
 def enable_controllers(mountpoint: str, leaf: str, wanted=V2_WANTED) -> None:
