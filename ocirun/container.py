@@ -211,11 +211,11 @@ class Container:
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
                 _warn_hooks(data, "poststart", "running")
-                if self._notify is not None and self._console < 0:
-                    self._relay_ready()
                 if self._console >= 0:
                     from ocirun.linux import terminal
-                    return terminal.proxy(self._console, pid)
+                    return terminal.proxy(self._console, pid, watch=self._notify_watch())
+                if self._notify is not None:
+                    self._relay_ready()
                 return fw.wait()
         finally:
             self._unblock_signals()
@@ -235,6 +235,22 @@ class Container:
         ready = listener.wait_ready(self.pid)
         if ready is not None:
             notify.tell_host(host, ready, os.getpid())
+
+    def _notify_watch(self) -> dict:
+        """With a terminal to proxy: READY relayed from inside the proxy's
+        loop, without waiting for the host's BARRIER answer there."""
+        if self._notify is None:
+            return {}
+        from ocirun import notify
+        listener, host = self._notify
+
+        def on_datagram() -> bool:
+            ready = listener.read_ready()
+            if ready is None:
+                return True
+            notify.tell_host(host, ready, os.getpid(), wait=False)
+            return False
+        return {listener.sock.fileno(): on_datagram}
 
     def _unblock_signals(self) -> None:
         """Undo the blocking of the forwarded signals by a foreground create

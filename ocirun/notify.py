@@ -90,13 +90,17 @@ class Listener:
             while True:
                 ready = dict(p.poll())
                 if self.sock.fileno() in ready:
-                    line = _ready_line(self.sock.recv(4096))
+                    line = self.read_ready()
                     if line is not None:
                         return line
                 elif pidfd in ready:
                     return None
         finally:
             os.close(pidfd)
+
+    def read_ready(self) -> bytes | None:
+        """One datagram (the socket is readable): its READY=... line, if any."""
+        return _ready_line(self.sock.recv(4096))
 
     def close(self) -> None:
         self.sock.close()
@@ -109,10 +113,12 @@ def _ready_line(datagram: bytes) -> bytes | None:
     return None
 
 
-def tell_host(host: str, ready: bytes, mainpid: int) -> None:
+def tell_host(host: str, ready: bytes, mainpid: int, wait: bool = True) -> None:
     """READY, MAINPID, then wait for the host to confirm it read them
     (BARRIER=1 with a pipe it closes). A failure is a warning: the
-    container runs either way."""
+    container runs either way. wait=False: BARRIER is sent but not waited
+    for (a foreground runtime with a terminal to serve, which stays in
+    front of the process anyway)."""
     addr = "\0" + host[1:] if host.startswith("@") else host  # @: abstract
     try:
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
@@ -120,14 +126,14 @@ def tell_host(host: str, ready: bytes, mainpid: int) -> None:
             s.connect(addr)
             s.send(ready + b"\n")
             s.send(b"MAINPID=%d\n" % mainpid)
-            _barrier(s)
+            _barrier(s, wait)
         finally:
             s.close()
     except OSError as e:
         log.warn(f"NOTIFY_SOCKET {host}: {e.strerror or e}")
 
 
-def _barrier(s) -> None:
+def _barrier(s, wait: bool = True) -> None:
     import select
     from _struct import pack
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -136,6 +142,8 @@ def _barrier(s) -> None:
             s.sendmsg([b"BARRIER=1"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack("i", w))])
         finally:
             os.close(w)
+        if not wait:
+            return
         p = select.poll()
         p.register(r, select.POLLIN)
         if not p.poll(BARRIER_TIMEOUT_MS):

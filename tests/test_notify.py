@@ -225,3 +225,41 @@ def test_systemd_type_notify_unit_becomes_active_on_ready(oci, nbundle):
         assert oci.ids() == []            # and ocirun cleaned up after it
     finally:
         subprocess.run(["systemctl", "stop", unit], capture_output=True, timeout=60)
+
+
+def test_foreground_run_with_a_terminal_relays_ready(oci, nbundle, host):
+    """run -t: the pty proxy serves the notify socket too (READY relayed
+    while the terminal is live; BARRIER sent, not waited for there)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "terminal"))
+    from termhelpers import Reader, child, wait_status
+    from ocirun.linux import terminal
+    nbundle.process["terminal"] = True
+    nbundle.sh("sdn 'READY=1'; echo notified; read line; echo got $line")
+    outer = terminal.open_pty()
+    cid = new_id()
+    env = env_with(host.path)
+
+    def run() -> None:
+        os.close(outer.master)
+        terminal.make_controlling(outer.slave)
+        os.execve(OCIRUN, [OCIRUN, "--root", oci.root, "run", "--bundle", nbundle.path, cid],
+                  env)
+    pid = child(run)
+    try:
+        r = Reader(outer.master)
+        r.expect("notified")
+        host.thread.join(5)
+        assert host.got[:2] == [b"READY=1\n", f"MAINPID={pid}\n".encode()]
+        assert host.got[2] == b"BARRIER=1"
+        os.write(outer.master, b"still-live\r")  # the terminal still works after READY
+        r.expect("got still-live")
+        assert os.waitstatus_to_exitcode(wait_status(pid)) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        outer.close()
+    assert oci.ids() == []

@@ -65,7 +65,9 @@ other commands exit 0 on success and 1 on error.
     */run/notify*, and NOTIFY_SOCKET=/run/notify/notify.sock. For **start**
     and **run**: wait until the process sends READY=... (or exits), then send
     the host's socket that line, MAINPID (the init, or the runtime itself
-    for a foreground **run**) and BARRIER=1, as runc does.
+    for a foreground **run**) and BARRIER=1, as runc does (a foreground
+    **run** with a terminal relays READY from its pty loop and does not wait
+    for the BARRIER answer).
 
 *LISTEN_FDS*, *LISTEN_PID*
 :   systemd socket activation: when LISTEN_PID is ocirun's pid, the

@@ -442,7 +442,7 @@ _BUF = 65536
 
 
 def proxy(master_fd: int, pid: int, *, pidfd: int | None = None,
-          stdin: int = 0, stdout: int = 1) -> int:
+          stdin: int = 0, stdout: int = 1, watch: dict | None = None) -> int:
     """Foreground `run`/`exec -t` without a console socket: connect the
     caller's terminal to the container's pty until the process exits.
 
@@ -452,7 +452,9 @@ def proxy(master_fd: int, pid: int, *, pidfd: int | None = None,
     master and a pidfd of `pid` (no busy loop). When the process exits,
     output still in the pty is drained, the process is reaped (`pid` must
     be our child) and exit_code() is returned. Main thread only for the
-    SIGWINCH part; the caller keeps ownership of `master_fd`.
+    SIGWINCH part; the caller keeps ownership of `master_fd`. `watch`:
+    {fd: callback} for other fds to serve meanwhile (the notify socket);
+    a callback that returns False is not called again.
     """
     import fcntl
     import select
@@ -478,7 +480,7 @@ def proxy(master_fd: int, pid: int, *, pidfd: int | None = None,
                 saved_winch = None
         wake = _Wakeup()
         try:
-            _pump(master_fd, pidfd, stdin, stdout, select, wake)
+            _pump(master_fd, pidfd, stdin, stdout, select, wake, watch or {})
         finally:
             wake.close()
     finally:
@@ -514,7 +516,7 @@ def _write_all(fd: int, data: bytes) -> bool:
 
 
 def _pump(master: int, pidfd: int, stdin: int, stdout: int, select,
-          wake: _Wakeup) -> None:
+          wake: _Wakeup, watch: dict) -> None:
     POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
     HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
     to_master = bytearray()
@@ -525,6 +527,9 @@ def _pump(master: int, pidfd: int, stdin: int, stdout: int, select,
     p.register(pidfd, POLLIN)
     if wake.fd >= 0:
         p.register(wake.fd, POLLIN)
+    watch = dict(watch)
+    for fd in watch:
+        p.register(fd, POLLIN)
     reg: dict[int, int] = {}
 
     def want(fd: int, ev: int) -> None:
@@ -544,6 +549,11 @@ def _pump(master: int, pidfd: int, stdin: int, stdout: int, select,
         for fd, ev in p.poll():
             if fd == wake.fd:
                 wake.drain()  # a signal: its handler runs at the next bytecode
+                continue
+            if fd in watch:
+                if watch[fd]() is False:
+                    p.unregister(fd)
+                    del watch[fd]
                 continue
             if fd == pidfd:
                 if m_open:
