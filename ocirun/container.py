@@ -108,7 +108,7 @@ class Container:
         # a `run` whose process exits right after (the CLI): its init may
         # share our memory (see creation._vfork_fits)
         self._then_exit = False
-        self._notify = None  # a foreground run's notify.Listener, and the host's socket
+        self._notify = None  # a foreground run's notify.Relay
 
     # -- queries --------------------------------------------------------------
     def _data(self) -> dict:
@@ -142,35 +142,32 @@ class Container:
     def start(self, notify_socket: str | None = None) -> None:
         """notify_socket: the host's NOTIFY_SOCKET; return once the process
         has said READY (or its init has exited), relayed (ocirun.notify)."""
-        listener = None
+        relay = None
         try:
             self.sd.lock()
             try:
-                listener = self._start(notify_socket)
+                relay = self._start(notify_socket)
             finally:
                 self.sd.unlock()
-            if listener is not None:  # (unlocked: READY may take the app a while)
-                from ocirun import notify
-                ready = listener.wait_ready(self.pid)
-                if ready is not None:
-                    notify.tell_host(notify_socket, ready, self.pid)
+            if relay is not None:  # (unlocked: READY may take the app a while)
+                relay.relay(self.pid, self.pid)
         finally:
-            if listener is not None:
-                listener.close()
+            if relay is not None:
+                relay.close()
 
     def _start(self, notify_socket: str | None = None):
-        """Release the init; a notify.Listener when there is READY to relay."""
+        """Release the init; a notify.Relay when there is READY to relay."""
         data = self._data()
         st = self.sd.status(exact=False)
         if st != "created":
             raise StateError(f"cannot start a container that is {st}" if st != "stopped"
                              else "cannot start a container that has stopped")
         self.pid = data["pid"]
-        listener = None
+        relay = None
         if notify_socket:
             from ocirun import notify
             if os.path.isdir(notify.socket_dir(self.sd.path)):  # (made by a create told so)
-                listener = notify.Listener(self.sd.path)  # before the process can send
+                relay = notify.Relay(self.sd.path, notify_socket)
         hooks = data.get("hooks") or {}
         # startContainer runs between the fifo and execve, and poststart must
         # follow the execve: only then is there something to wait for
@@ -178,11 +175,11 @@ class Container:
             _release_init(self.sd, data["pid"],
                           until_exec=bool(hooks.get("startContainer") or hooks.get("poststart")))
         except BaseException:
-            if listener is not None:
-                listener.close()
+            if relay is not None:
+                relay.close()
             raise
         _warn_hooks(data, "poststart", "running")
-        return listener
+        return relay
 
     def run_foreground(self, then_exit: bool = False) -> int:
         """For `run`: release the init, forward signals (or proxy the
@@ -211,46 +208,24 @@ class Container:
                 if verb == "error":
                     raise OciError(payload.decode(errors="replace"))
                 _warn_hooks(data, "poststart", "running")
+                # READY from the process goes to the host with our pid as
+                # MAINPID: we stay in front of the process (as runc does)
                 if self._console >= 0:
                     from ocirun.linux import terminal
-                    return terminal.proxy(self._console, pid, watch=self._notify_watch())
+                    watch = self._notify.watch(os.getpid()) if self._notify else None
+                    return terminal.proxy(self._console, pid, watch=watch)
                 if self._notify is not None:
-                    self._relay_ready()
+                    self._notify.relay(pid, os.getpid())
                 return fw.wait()
         finally:
             self._unblock_signals()
             if self._notify is not None:
-                self._notify[0].close()
+                self._notify.close()
                 self._notify = None
             if self._console >= 0:
                 os.close(self._console)
                 self._console = -1
             self.delete(force=True)
-
-    def _relay_ready(self) -> None:
-        """Foreground run: the container's READY to the host, with our pid
-        as MAINPID (we stay in front of the process, as runc does)."""
-        from ocirun import notify
-        listener, host = self._notify
-        ready = listener.wait_ready(self.pid)
-        if ready is not None:
-            notify.tell_host(host, ready, os.getpid())
-
-    def _notify_watch(self) -> dict:
-        """With a terminal to proxy: READY relayed from inside the proxy's
-        loop, without waiting for the host's BARRIER answer there."""
-        if self._notify is None:
-            return {}
-        from ocirun import notify
-        listener, host = self._notify
-
-        def on_datagram() -> bool:
-            ready = listener.read_ready()
-            if ready is None:
-                return True
-            notify.tell_host(host, ready, os.getpid(), wait=False)
-            return False
-        return {listener.sock.fileno(): on_datagram}
 
     def _unblock_signals(self) -> None:
         """Undo the blocking of the forwarded signals by a foreground create

@@ -79,7 +79,7 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         if opts.notify_socket:
             notify.make_dir(c.sd.path)
             if _foreground:  # (its init may exec before we could bind later)
-                c._notify = (notify.Listener(c.sd.path), opts.notify_socket)
+                c._notify = notify.Relay(c.sd.path, opts.notify_socket)
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -209,7 +209,7 @@ def _undo_create(c, pid: int, mgr) -> None:
         c._sync.close()
         c._sync = None
     if c._notify is not None:
-        c._notify[0].close()
+        c._notify.close()
         c._notify = None
     data = c.sd.load() or {}
     pid = pid or data.get("pid", 0)

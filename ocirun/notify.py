@@ -106,6 +106,35 @@ class Listener:
         self.sock.close()
 
 
+class Relay:
+    """One process's READY, from our socket to the host's."""
+
+    def __init__(self, state_dir: str, host: str) -> None:
+        self.host = host
+        self.listener = Listener(state_dir)  # before the process can send
+
+    def relay(self, pid: int, mainpid: int) -> None:
+        """Block until the process (init pid) says READY or exits; tell the
+        host, naming mainpid."""
+        ready = self.listener.wait_ready(pid)
+        if ready is not None:
+            tell_host(self.host, ready, mainpid)
+
+    def watch(self, mainpid: int) -> dict:
+        """The same, for a loop that has other fds to serve (the pty proxy):
+        {fd: callback}; the BARRIER answer is not waited for there."""
+        def on_datagram() -> bool:
+            ready = self.listener.read_ready()
+            if ready is None:
+                return True
+            tell_host(self.host, ready, mainpid, wait=False)
+            return False
+        return {self.listener.sock.fileno(): on_datagram}
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def _ready_line(datagram: bytes) -> bytes | None:
     for line in datagram.split(b"\n"):
         if line.startswith(b"READY="):
