@@ -143,7 +143,7 @@ def _serve_requests(c, plan, data: dict, mgr, pid: int, meanwhile) -> int:
             raise OciError(f"internal: unexpected message {verb!r} from the container init")
         sync.send("ok")
 
-_EARLY = ("maps", "pid", "netns", "bindtree", "cgroupfds")  # need nothing of `meanwhile`
+_EARLY = ("maps", "pid", "netns", "bindtree", "devtree", "cgroupfds")  # need nothing of `meanwhile`
 
 
 def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[int],
@@ -165,6 +165,9 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
             netdev.move_all(plan.net_devices, fds[0])
         elif verb == "bindtree":  # a bind mount its user namespace cannot make
             reply = [_bind_tree_for_init(plan, int(payload))]
+        elif verb == "devtree":  # device nodes its user namespace cannot mknod
+            from ocirun.linux import devices
+            reply = [devices.make_tree(plan.devices, plan.uid_maps, plan.gid_maps)]
         else:  # "cgroupfds": see SelfJoin.pending
             join = plan.cgroup_join
             reply, join.task_fds = join.task_fds, []

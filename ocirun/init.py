@@ -237,7 +237,10 @@ class Init:
             finally:
                 if userns_fd >= 0:
                     os.close(userns_fd)
-        devices.create_devices(self.rootfd, plan.devices, plan.bind_devices)
+        tree = -1
+        if plan.bind_devices and plan.devices and plan.ns.new_user and plan.runtime_is_root:
+            tree = self.ask_fd("devtree")  # nodes the runtime made (no mknod here)
+        devices.create_devices(self.rootfd, plan.devices, plan.bind_devices, tree)
         devices.create_symlinks(self.rootfd)
         # runc creates a missing cwd (inside the root, after the mounts)
         try:
@@ -252,7 +255,11 @@ class Init:
         """The runtime prepares mounts[index] on the host: inside our user
         namespace an idmap (the superblock belongs to the host's) or a source
         under a directory our root cannot enter would fail."""
-        self.sync.send("bindtree", str(index))
+        return self.ask_fd("bindtree", str(index))
+
+    def ask_fd(self, verb: str, payload: str = "") -> int:
+        """A request the runtime answers with one fd (a mount it made)."""
+        self.sync.send(verb, payload)
         verb, payload, fds = self.sync.recv()  # (before seccomp: recvmsg for the fd)
         if verb == "ok" and len(fds) == 1:
             return fds[0]

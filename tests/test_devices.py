@@ -187,19 +187,36 @@ def shifted_rootfs(shifted_rootfs, bundle):
     return shifted_rootfs
 
 
-def test_user_namespace_devices_are_host_binds(oci, bundle, shifted_rootfs):
+def test_user_namespace_devices_are_binds_of_runtime_made_nodes(oci, bundle, shifted_rootfs):
+    """No mknod in a user namespace: the runtime (host root) makes the
+    nodes on a detached tmpfs and the init binds them in; owned by the
+    container's root, as mknod would make them, not the host's (unmapped)
+    root; the staging mount and directory are gone."""
     bundle.sh(f"{STAT} {' '.join(DEFAULTS)}; echo x > /dev/null && echo null-ok;"
-              " cat /proc/self/mountinfo")
+              " ls -a /dev; cat /proc/self/mountinfo")
     out = run_out(oci, bundle)
     st = stats(out)
     for path, (ma, mi) in DEFAULTS.items():
         assert st[path][:3] == ["character special file", ma, mi], path
+        assert st[path][4:] == ["0", "0"], path
     assert "null-ok" in out
     points = {ln.split(" - ")[0].split()[4] for ln in out.splitlines() if " - " in ln}
     for path in DEFAULTS:
-        assert path in points, f"{path} is not a bind mount from the host"
-    # a host node seen from the shifted namespace: owned by unmapped root
-    assert st["/dev/null"][4:] == ["65534", "65534"]
+        assert path in points, f"{path} is not a bind mount"
+    assert ".ocirun-devices" not in out
+
+
+def test_user_namespace_device_the_host_lacks(oci, bundle, shifted_rootfs):
+    """A block device 1:5 (the host's 1:5 is a char device) with its owner
+    (crun's owner-device test): made by the runtime, not bound from a host
+    path that has another node or none."""
+    bundle.linux["devices"] = [{"path": "/dev/foo", "type": "b", "major": 1, "minor": 5,
+                                "uid": 10, "gid": 11, "fileMode": 0o640}]
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/foo")
+    st = stats(run_out(oci, bundle))
+    assert st["/dev/foo"][:3] == ["block special file", "1", "5"]
+    assert st["/dev/foo"][3:] == ["640", "10", "11"]
 
 
 def test_user_namespace_linux_devices_bound(oci, bundle, shifted_rootfs):

@@ -160,6 +160,26 @@ def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str,
     syscall("move_mount", from_fd, _b(from_path), to_fd, _b(to_path), flags)
 
 
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+
+
+def fsopen(fstype: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    return syscall("fsopen", _b(fstype), flags)
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None,
+             aux: int = 0) -> None:
+    syscall("fsconfig", fd, cmd, _b(key), _b(value), aux)
+
+
+def fsmount(fd: int, attr_flags: int = 0, flags: int = FSMOUNT_CLOEXEC) -> int:
+    """A detached mount of the configured filesystem; its fd."""
+    return syscall("fsmount", fd, flags, attr_flags)
+
+
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0,
                   attr_clr: int = 0, propagation: int = 0,
                   userns_fd: int = 0) -> None:
