@@ -7,6 +7,7 @@ the init's requests over the sync socket until it says "created".
 
 (A foreground `run` that needs none of that takes creation._spawn_vfork.)
 """
+from ocirun import log
 from ocirun import oslite as os
 
 from ocirun.creation import _block_forwarded, _created, _resources_with_default_devices
@@ -167,7 +168,10 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
             reply = [_bind_tree_for_init(plan, int(payload))]
         elif verb == "devtree":  # device nodes its user namespace cannot mknod
             from ocirun.linux import devices
-            reply = [devices.make_tree(plan.devices, plan.uid_maps, plan.gid_maps)]
+            try:
+                reply = [devices.make_tree(plan.devices, plan.uid_maps, plan.gid_maps)]
+            except OSError as e:  # no new mount API, no CAP_MKNOD: it binds the host's
+                log.debug(f"device nodes for the user namespace: {e.strerror or e}")
         else:  # "cgroupfds": see SelfJoin.pending
             join = plan.cgroup_join
             reply, join.task_fds = join.task_fds, []

@@ -239,7 +239,7 @@ class Init:
                     os.close(userns_fd)
         tree = -1
         if plan.bind_devices and plan.devices and plan.ns.new_user and plan.runtime_is_root:
-            tree = self.ask_fd("devtree")  # nodes the runtime made (no mknod here)
+            tree = self.ask_fd("devtree", optional=True)  # nodes the runtime made
         devices.create_devices(self.rootfd, plan.devices, plan.bind_devices, tree)
         devices.create_symlinks(self.rootfd)
         # runc creates a missing cwd (inside the root, after the mounts)
@@ -257,12 +257,15 @@ class Init:
         under a directory our root cannot enter would fail."""
         return self.ask_fd("bindtree", str(index))
 
-    def ask_fd(self, verb: str, payload: str = "") -> int:
-        """A request the runtime answers with one fd (a mount it made)."""
+    def ask_fd(self, verb: str, payload: str = "", optional: bool = False) -> int:
+        """A request the runtime answers with one fd (a mount it made);
+        optional: -1 when it answers with none (it could not)."""
         self.sync.send(verb, payload)
         verb, payload, fds = self.sync.recv()  # (before seccomp: recvmsg for the fd)
         if verb == "ok" and len(fds) == 1:
             return fds[0]
+        if verb == "ok" and not fds and optional:
+            return -1
         for fd in fds:
             os.close(fd)
         if verb == "error":

@@ -4,8 +4,12 @@ linux.devices with their type, numbers, mode and owner, and device binds in
 a user namespace. Checked with stat and ls inside the container."""
 import itertools
 import os
+import subprocess
+import textwrap
 
 import pytest
+
+from ocitest import OCIRUN, REPO
 
 _ids = itertools.count()
 SHIFT = 100000
@@ -229,3 +233,33 @@ def test_user_namespace_linux_devices_bound(oci, bundle, shifted_rootfs):
     out = run_out(oci, bundle)
     assert stats(out)["/dev/loop-control"][:3] == ["character special file", "a", "ed"]
     assert out.splitlines()[-1] == "1"
+
+
+_NO_FSOPEN = textwrap.dedent(r"""
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    from ocirun.linux import seccomp
+    from ocirun.kernel import syscalls as k
+    flt = seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["fsopen"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]},
+        cache_dir=None)
+    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    seccomp.load(flt)
+    os.execv(sys.argv[2], sys.argv[2:])
+""")
+
+
+def test_user_namespace_devices_without_the_new_mount_api(oci, bundle, shifted_rootfs):
+    """A runtime that cannot make its tmpfs (fsopen refused, as by an older
+    kernel or a seccomp profile) falls back to binding the host's nodes."""
+    bundle.sh(f"{STAT} /dev/null; echo x > /dev/null && echo null-ok")
+    cid = new_id()
+    r = subprocess.run(["/usr/bin/python3", "-c", _NO_FSOPEN, REPO, OCIRUN, "--root", oci.root,
+                        "run", "-b", bundle.path, cid],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    st = stats(r.stdout)
+    assert st["/dev/null"][:3] == ["character special file", "1", "3"]
+    assert st["/dev/null"][4:] == ["65534", "65534"]  # the host's node, its root unmapped
+    assert "null-ok" in r.stdout
+    assert oci.ids() == []

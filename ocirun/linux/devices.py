@@ -92,7 +92,9 @@ def make_tree(devices: list[Device], uid_maps: list, gid_maps: list) -> int:
     makes as host root (not nodev), owned by the host ids its uid/gid map
     to. The init binds them in (create_devices); devices the host lacks
     work too, with the config's numbers and owner (crun does the same; a
-    bind of the host's path cannot). Returns the mount's fd."""
+    bind of the host's path cannot). Returns the mount's fd; OSError where
+    the kernel or our privileges allow none of it (the init then binds the
+    host's nodes, as before)."""
     k = mounts._sys()
     fs = k.fsopen("tmpfs")
     try:
@@ -104,13 +106,10 @@ def make_tree(devices: list[Device], uid_maps: list, gid_maps: list) -> int:
     old = os.umask(0)
     try:
         for i, d in enumerate(devices):
-            try:
-                os.mknod(str(i), d.mode, os.makedev(d.major, d.minor), dir_fd=tree)
-                uid, gid = _host_id(uid_maps, d.uid), _host_id(gid_maps, d.gid)
-                if uid is not None and gid is not None:
-                    os.chown(str(i), uid, gid, dir_fd=tree, follow_symlinks=False)
-            except OSError as e:
-                raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
+            os.mknod(str(i), d.mode, os.makedev(d.major, d.minor), dir_fd=tree)
+            uid, gid = _host_id(uid_maps, d.uid), _host_id(gid_maps, d.gid)
+            if uid is not None and gid is not None:
+                os.chown(str(i), uid, gid, dir_fd=tree, follow_symlinks=False)
     except BaseException:
         os.close(tree)
         raise
