@@ -147,6 +147,19 @@ def test_device_in_a_setgid_dir_and_over_an_existing_file(oci, bundle):
     assert os.path.isdir(os.path.join(sg, "dir"))
 
 
+def test_device_path_is_cleaned(oci, bundle):
+    """A trailing slash or a "." does not change the node's name (runc's
+    filepath.Clean; crun's handle-device-trailing-slash test)."""
+    bundle.linux["devices"] = [
+        {"path": "/newdev/", "type": "b", "major": 10, "minor": 229},
+        {"path": "//dev/./dotted", "type": "c", "major": 1, "minor": 3}]
+    bundle.save()
+    bundle.sh(f"{STAT} /newdev /dev/dotted")
+    st = stats(run_out(oci, bundle))
+    assert st["/newdev"][:3] == ["block special file", "a", "e5"], st
+    assert st["/dev/dotted"][:3] == ["character special file", "1", "3"], st
+
+
 @pytest.mark.parametrize("path", ["relative/dev", "/dev/../../x", "/"])
 def test_device_path_must_be_absolute_and_inside(oci, bundle, path):
     bundle.linux["devices"] = [{"path": path, "type": "c", "major": 1, "minor": 3}]

@@ -46,6 +46,8 @@ def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
         if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
             raise ConfigError(f"linux.devices[{i}].path",
                               f"must be an absolute path inside the container: {path!r}")
+        # cleaned as runc does (filepath.Clean): "/mnt/" names /mnt, "//dev/./x" /dev/x
+        path = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
         mode = d.get("fileMode")
         out[path] = Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
                            d.get("major", 0), d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
