@@ -167,9 +167,9 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
         elif verb == "bindtree":  # a bind mount its user namespace cannot make
             reply = [_bind_tree_for_init(plan, int(payload))]
         elif verb == "devtree":  # device nodes its user namespace cannot mknod
-            from ocirun.linux import devices
+            from ocirun.linux import devtree
             try:
-                reply = [devices.make_tree(plan.devices, plan.uid_maps, plan.gid_maps)]
+                reply = [devtree.make_tree(plan.devices, plan.uid_maps, plan.gid_maps)]
             except OSError as e:  # no new mount API, no CAP_MKNOD: it binds the host's
                 log.debug(f"device nodes for the user namespace: {e.strerror or e}")
         else:  # "cgroupfds": see SelfJoin.pending
@@ -202,6 +202,8 @@ def _spawn(plan, child_sync, parent_sync, state_dirfd: int, sd: StateDir) -> int
     from ocirun.linux import mounts
     if any(mounts.is_idmapped(s) for s in plan.mounts_now):
         from ocirun.linux import userns  # noqa: F401  (the init's idmapped mounts)
+    if plan.ns.new_user and plan.devices:
+        from ocirun.linux import devtree  # noqa: F401  (the init's device binds)
     from ocirun.kernel import syscalls as k
     from ocirun.linux import namespaces as nsmod
     ns = plan.ns

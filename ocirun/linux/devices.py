@@ -1,7 +1,7 @@
 """/dev inside the container: the spec's default devices, linux.devices,
 and the standard symlinks. Device nodes are made with mknod; where a user
 namespace forbids mknod they are bound in, from nodes the runtime made on
-a tmpfs of its own (make_tree; as crun does), or from the host's paths
+a tmpfs of its own (devtree.py; as crun does), or from the host's paths
 when the runtime is not root (as runc does)."""
 from __future__ import annotations
 
@@ -59,9 +59,12 @@ def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool,
     """Each parent directory is resolved once and the umask cleared once:
     the init makes these while the runtime waits for it. In a user
     namespace (no mknod there) the nodes are bound in: from the runtime's
-    tree_fd (make_tree) when there is one, else from the host's paths."""
+    tree_fd (devtree.make_tree) when there is one, else from the host's paths."""
     parents: dict[str, tuple[int, bool]] = {}
-    tree = _Staged(rootfd, tree_fd) if tree_fd >= 0 else None
+    tree = None
+    if tree_fd >= 0:
+        from ocirun.linux.devtree import Staged
+        tree = Staged(rootfd, tree_fd)
     old = os.umask(0)
     try:
         for i, d in enumerate(devices):
@@ -85,78 +88,6 @@ def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool,
             tree.remove()
 
 
-_STAGING = "/dev/.ocirun-devices"
-
-
-def make_tree(devices: list[Device], uid_maps: list, gid_maps: list) -> int:
-    """The runtime's part for an init in a new user namespace, which may not
-    mknod: each node, named by its index, on a detached tmpfs the runtime
-    makes as host root (not nodev), owned by the host ids its uid/gid map
-    to. The init binds them in (create_devices); devices the host lacks
-    work too, with the config's numbers and owner (crun does the same; a
-    bind of the host's path cannot). Returns the mount's fd; OSError where
-    the kernel or our privileges allow none of it (the init then binds the
-    host's nodes, as before)."""
-    k = mounts._sys()
-    fs = k.fsopen("tmpfs")
-    try:
-        k.fsconfig(fs, k.FSCONFIG_SET_STRING, "mode", "0755")
-        k.fsconfig(fs, k.FSCONFIG_CMD_CREATE)
-        tree = k.fsmount(fs, k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NOEXEC)
-    finally:
-        os.close(fs)
-    old = os.umask(0)
-    try:
-        for i, d in enumerate(devices):
-            os.mknod(str(i), d.mode, os.makedev(d.major, d.minor), dir_fd=tree)
-            uid, gid = _host_id(uid_maps, d.uid), _host_id(gid_maps, d.gid)
-            if uid is not None and gid is not None:
-                os.chown(str(i), uid, gid, dir_fd=tree, follow_symlinks=False)
-    except BaseException:
-        os.close(tree)
-        raise
-    finally:
-        os.umask(old)
-    return tree
-
-
-def _host_id(maps: list, cid: int) -> int | None:
-    for m in maps:
-        if m["containerID"] <= cid < m["containerID"] + m["size"]:
-            return m["hostID"] + cid - m["containerID"]
-    return None  # unmapped: left to host root, which shows as the overflow id
-
-
-class _Staged:
-    """make_tree's mount attached at a staging point under the container's
-    /dev while its nodes are bound to their places, then removed."""
-
-    def __init__(self, rootfd: int, tree_fd: int) -> None:
-        self.rootfd = rootfd
-        point = mounts.make_path(rootfd, _STAGING, True, 0o700)
-        try:
-            mounts.attach(tree_fd, point)  # (closes tree_fd)
-        finally:
-            os.close(point)
-        self.fd = mounts.resolve(rootfd, _STAGING)  # now the tmpfs's root
-
-    def node(self, i: int) -> int:
-        return mounts.resolve(self.fd, str(i))
-
-    def remove(self) -> None:
-        k = mounts._sys()
-        try:
-            k.umount2(mounts.fdpath(self.fd), k.MNT_DETACH)
-        finally:
-            os.close(self.fd)
-        parent, _, name = _STAGING.rpartition("/")
-        pfd = mounts.resolve(self.rootfd, parent)
-        try:
-            os.rmdir(name, dir_fd=pfd)
-        finally:
-            os.close(pfd)
-
-
 def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> None:
     """(umask 0) A node already there is replaced, as runc does; a new one
     is chowned only where it would not already have d's owner."""
@@ -178,8 +109,8 @@ def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> None:
 
 
 def _bind_device(rootfd: int, pfd: int, name: str, d: Device, source: str | int) -> None:
-    """source: the host's path, or an O_PATH fd of a node of make_tree's
-    (closed here)."""
+    """source: the host's path, or an O_PATH fd of a node of
+    devtree.make_tree's (closed here)."""
     try:
         try:
             os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
