@@ -153,3 +153,22 @@ def schema_validator(name: str):
 
     schema = json.loads((base / name).read_text())
     return jsonschema.Draft7Validator(schema, registry=Registry(retrieve=retrieve))
+
+
+def syscall_refused(name: str, errno_ret: int = 38) -> list[str]:
+    """argv prefix that runs a command under a seccomp filter answering
+    syscall `name` with errno_ret (38: ENOSYS, as older profiles and
+    kernels do), on the Debian Python bin/ocirun uses:
+    [*syscall_refused("clone3"), OCIRUN, ...]."""
+    script = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from ocirun.linux import seccomp\n"
+        "from ocirun.kernel import syscalls as k\n"
+        "flt = seccomp.compile({'defaultAction': 'SCMP_ACT_ALLOW', 'syscalls': [\n"
+        f"    {{'names': [{name!r}], 'action': 'SCMP_ACT_ERRNO', 'errnoRet': {errno_ret}}}]}},\n"
+        "    cache_dir=None)\n"
+        "k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)\n"
+        "seccomp.load(flt)\n"
+        "os.execv(sys.argv[2], sys.argv[2:])\n")
+    return ["/usr/bin/python3", "-c", script, REPO]

@@ -5,11 +5,10 @@ a user namespace. Checked with stat and ls inside the container."""
 import itertools
 import os
 import subprocess
-import textwrap
 
 import pytest
 
-from ocitest import OCIRUN, REPO
+from ocitest import OCIRUN, syscall_refused
 
 _ids = itertools.count()
 SHIFT = 100000
@@ -248,26 +247,12 @@ def test_user_namespace_linux_devices_bound(oci, bundle, shifted_rootfs):
     assert out.splitlines()[-1] == "1"
 
 
-_NO_FSOPEN = textwrap.dedent(r"""
-    import os, sys
-    sys.path.insert(0, sys.argv[1])
-    from ocirun.linux import seccomp
-    from ocirun.kernel import syscalls as k
-    flt = seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["fsopen"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]},
-        cache_dir=None)
-    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-    seccomp.load(flt)
-    os.execv(sys.argv[2], sys.argv[2:])
-""")
-
-
 def test_user_namespace_devices_without_the_new_mount_api(oci, bundle, shifted_rootfs):
     """A runtime that cannot make its tmpfs (fsopen refused, as by an older
     kernel or a seccomp profile) falls back to binding the host's nodes."""
     bundle.sh(f"{STAT} /dev/null; echo x > /dev/null && echo null-ok")
     cid = new_id()
-    r = subprocess.run(["/usr/bin/python3", "-c", _NO_FSOPEN, REPO, OCIRUN, "--root", oci.root,
+    r = subprocess.run([*syscall_refused("fsopen"), OCIRUN, "--root", oci.root,
                         "run", "-b", bundle.path, cid],
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from ocitest import OCIRUN, REPO
+from ocitest import OCIRUN, REPO, syscall_refused
 
 PY = "/usr/bin/python3"  # the interpreter bin/ocirun runs on
 
@@ -170,25 +170,11 @@ def test_init_error_is_one_line_and_leaves_nothing(oci, bundle):
         assert not os.path.exists(os.path.join(base, cid)), (base, cid)
 
 
-_NO_CLONE3 = textwrap.dedent(r"""
-    import os, sys
-    sys.path.insert(0, sys.argv[1])
-    from ocirun.linux import seccomp
-    from ocirun.kernel import syscalls as k
-    flt = seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]},
-        cache_dir=None)
-    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-    seccomp.load(flt)
-    os.execv(sys.argv[2], sys.argv[2:])
-""")
-
-
 def test_run_forks_where_clone3_is_refused(oci, bundle):
     """Older Docker profiles answer clone3 with ENOSYS: `run` then forks."""
     bundle.sh("cat /proc/self/cgroup | wc -l; echo pid=$$")
     cid = f"vn{os.getpid()}"
-    r = subprocess.run([PY, "-c", _NO_CLONE3, REPO, OCIRUN, "--root", oci.root,
+    r = subprocess.run([*syscall_refused("clone3"), OCIRUN, "--root", oci.root,
                         "run", "-b", bundle.path, cid],
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
