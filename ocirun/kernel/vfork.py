@@ -10,15 +10,23 @@ by both at once: to the interpreter the child is a long call made by the
 parent's thread, one that never returns.
 
 How the child starts: clone3 gives it a stack of its own, whose top holds
-the address of a ctypes callback. The child comes back from the syscall
+the address of libc's setcontext(). The child comes back from the syscall
 inside libc's syscall(), whose next instruction after the syscall is
-`ret`: it "returns" into the callback, as if called. That holds only for
-an x86_64 syscall() of exactly the expected instructions, which is checked
-byte by byte; anywhere else available() is False and the caller forks.
+`ret`, with its first argument register still pointing at the clone_args:
+it "returns" into setcontext() as if it had been called with them. So the
+clone_args are the head of a ucontext_t, filled by getcontext() and then
+given its registers: the stack pointer (just below that top), the program
+counter (the interpreter's PyObject_CallNoArgs) and its argument (the
+child function). That holds only for an x86_64 syscall() of exactly the
+expected instructions, which is checked byte by byte, and for glibc's
+ucontext_t layout, checked on the first getcontext(); anywhere else
+available() is False and the caller forks. (Not a ctypes callback: the
+first one costs ~0.15 ms, libffi probing /proc and /selinux before it
+maps a writable and executable page, which a hardened host may refuse.)
 
 What keeps the parent sound:
-* the call keeps the GIL (FUNCFLAG_PYTHONAPI): the child's callback finds
-  the thread state current and takes nothing, and nothing else runs;
+* the call keeps the GIL (FUNCFLAG_PYTHONAPI): the child finds the thread
+  state current and takes nothing, and nothing else runs;
 * the child ends in execve or _exit, never back in the parent's frames; its
   frames, references and allocations are left behind in the shared heap;
 * what its unfinished frames leave in the thread state (current C frame,
@@ -40,7 +48,7 @@ from ocirun import oslite as os
 
 from _struct import pack
 
-from .ffi import c_int, c_long, char_array, error, libc, long_func
+from .ffi import c_int, c_long, char_array, error, int_func, libc, long_func
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
@@ -71,15 +79,19 @@ _DATASTACK = (296, 304, 312)  # chunk, top, limit
 _SPAN = (32, 336)
 
 
-class _Entry(_ctypes.CFuncPtr):
-    """int fn(long): the callback the child 'returns' into."""
-    _flags_ = _ctypes.FUNCFLAG_CDECL
-    _restype_ = c_int
-    _argtypes_ = (c_long,)
-
+# glibc's x86_64 ucontext_t: the head is the clone_args; then the
+# registers spawn() sets (uc_mcontext.gregs[REG_*]), and the pointer that
+# getcontext() aims at the struct's own floating-point area
+_UC_SIZE = 968
+_UC_GREGS = 40
+_REG_RDI, _REG_RSP, _REG_RIP = 8, 15, 16
+_UC_FPREGS, _UC_FPREGS_MEM = 224, 424
+_NR_ARCH_PRCTL, _ARCH_SHSTK_STATUS = 158, 0x5005
 
 _syscall = long_func("syscall", gil=True)
-_state: list = []  # [span view, stack base, stack top, thread] once checked; [0]: unavailable
+# once checked: [span view, stack base, stack top, thread, ucontext, getcontext,
+#               setcontext, PyObject_CallNoArgs, _exit]; [0]: unavailable
+_state: list = []
 
 
 def _word(addr: int) -> int:
@@ -96,6 +108,31 @@ def _trampoline_ok() -> bool:
     at = _ctypes.dlsym(libc._handle, "syscall")
     code = pack("<6q", *(_word(at + 8 * i) for i in range(6)))  # 48 bytes of it
     return code.startswith(_SYSCALL_X86_64) or code.startswith(_ENDBR64 + _SYSCALL_X86_64)
+
+
+def _shadow_stack() -> bool:
+    """A hardware shadow stack would fault on both `ret`s above."""
+    word = c_long(0)
+    if _syscall(c_long(_NR_ARCH_PRCTL), c_long(_ARCH_SHSTK_STATUS),
+                c_long(_ctypes.addressof(word))) != 0:
+        return False  # (EINVAL: a kernel without user shadow stacks)
+    return word.value & 1 != 0
+
+
+def _context() -> list | None:
+    """[ucontext buffer, getcontext, setcontext, PyObject_CallNoArgs, _exit]
+    if getcontext() fills the buffer as glibc's x86_64 layout says."""
+    try:
+        getcontext = int_func("getcontext")
+        addrs = [_ctypes.dlsym(libc._handle, name)
+                 for name in ("setcontext", "PyObject_CallNoArgs", "_exit")]
+    except (AttributeError, OSError):
+        return None
+    uc = char_array(_UC_SIZE)()
+    if getcontext(uc) != 0 or _word(_ctypes.addressof(uc) + _UC_FPREGS) != \
+            _ctypes.addressof(uc) + _UC_FPREGS_MEM:
+        return None
+    return [uc, getcontext, *addrs]
 
 
 def _thread_state() -> int:
@@ -134,10 +171,11 @@ def available() -> bool:
     3.11's thread state, the same thread as the first call?"""
     import _thread
     if not _state:
-        ts = _thread_state() if _trampoline_ok() else 0
-        if ts:
+        ts = _thread_state() if _trampoline_ok() and not _shadow_stack() else 0
+        ctx = _context() if ts else None
+        if ctx:
             span = char_array(_SPAN[1] - _SPAN[0]).from_address(ts + _SPAN[0])
-            _state[:] = [span, *_new_stack(), _thread.get_ident()]
+            _state[:] = [span, *_new_stack(), _thread.get_ident(), *ctx]
         else:
             _state[:] = [0]
     return bool(_state[0]) and _state[3] == _thread.get_ident()
@@ -154,27 +192,34 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     os._exit() (returning or raising becomes _exit(127)). Returns the pid
     once the child has exec'd or exited. Only when available(), and from a
     single-threaded process. OSError as clone3's (ENOSYS: fork instead)."""
-    span, base, top, _ = _state
+    span, base, top, _, uc, getcontext, setcontext, call, exit_ = _state
 
-    def entry(_arg: int) -> int:
+    def entry() -> None:
         try:
             child()
         finally:
             os._exit(127)
 
-    fn = _Entry(entry)
-    c_long.from_address(top).value = _word(_ctypes.addressof(fn))  # where `ret` goes
-    c_long.from_address(top + 8).value = 0  # its return address: never used
     flags |= CLONE_VM | CLONE_VFORK
     if cgroup_fd >= 0:
         flags |= CLONE_INTO_CGROUP
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
     # stack, stack_size, tls, set_tid, set_tid_size, cgroup
     args = pack("=11Q", flags, 0, 0, 0, _SIGCHLD, base, top - base, 0, 0, 0, max(cgroup_fd, 0))
+    if getcontext(uc) != 0:  # now: the signal mask the child is to have
+        raise error("getcontext")
+    at = _ctypes.addressof(uc)
+    sp = top - 56  # 16-byte aligned once a call has pushed its return address
+    c_long.from_address(top).value = setcontext  # where syscall()'s `ret` goes
+    c_long.from_address(sp).value = exit_  # the return address: never used
+    c_long.from_address(at + _UC_GREGS + 8 * _REG_RDI).value = id(entry)
+    c_long.from_address(at + _UC_GREGS + 8 * _REG_RSP).value = sp
+    c_long.from_address(at + _UC_GREGS + 8 * _REG_RIP).value = call
+    char_array(len(args)).from_address(at).raw = args
     # straight-line from here to the restore: no Python call may push a
     # frame between the snapshot and the syscall
     saved = span.raw
-    pid = _syscall(c_long(_NR_CLONE3), args, c_long(len(args)))
+    pid = _syscall(c_long(_NR_CLONE3), c_long(at), c_long(len(args)))
     span.raw = saved  # back in the parent: forget the child's unfinished frames
     if pid < 0:
         raise error("clone3")
