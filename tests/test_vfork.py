@@ -187,6 +187,35 @@ def test_run_forks_where_clone3_is_refused(oci, bundle):
     assert oci.ids() == []
 
 
+def _sleeping(oci, bundle, cid: str) -> int:
+    bundle.args("sleep", "1000")
+    oci.ok("run", "-d", "-b", bundle.path, cid)
+    return oci.state(cid)["pid"]
+
+
+def _in_container(pid: int, out: str) -> None:
+    """What `exec` printed (its namespaces, its cgroups) is the container's."""
+    lines = out.split()
+    for t in ("pid", "mnt", "net", "ipc", "uts"):
+        assert f"{t}:{os.readlink(f'/proc/{pid}/ns/{t}')}" in out, (t, out)
+    with open(f"/proc/{pid}/cgroup") as f:
+        assert sorted(ln.strip() for ln in f) == sorted(ln for ln in lines if ":/" in ln)
+
+
+_EXEC_SH = "for t in pid mnt net ipc uts; do echo $t:$(readlink /proc/self/ns/$t); done; " \
+           "cat /proc/self/cgroup; exit 7"
+
+
+def test_exec_forks_where_clone3_is_refused(oci, bundle):
+    cid = f"vy{os.getpid()}"
+    pid = _sleeping(oci, bundle, cid)
+    r = subprocess.run([*syscall_refused("clone3"), OCIRUN, "--root", oci.root,
+                        "exec", cid, "sh", "-c", _EXEC_SH],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 7, r.stderr
+    _in_container(pid, r.stdout)
+
+
 def test_run_under_a_512_kib_memory_limit(oci, bundle):
     """Issue 7's bound for the smallest memory limit. The vforked init's own
     page faults are charged to the runtime (the owner of the memory it

@@ -80,8 +80,11 @@ class SelfJoin:
         return j
 
     def clone_failed(self) -> None:
-        """clone3 with CLONE_INTO_CGROUP is not available: add_pid does ''."""
-        self.done.discard("")
+        """clone3 with CLONE_INTO_CGROUP is not available: add_pid does ''
+        (so the join is no longer complete: the runtime must write a pid)."""
+        if "" in self.done:
+            self.done.discard("")
+            self.complete = False
 
     def close(self) -> None:
         for fd in self.task_fds + ([self.into_fd] if self.into_fd >= 0 else []):
