@@ -55,4 +55,5 @@ def dispatch(cmd: str, argv: list[str], g: Args) -> int:
                                console_socket=a.opts.get("console-socket"), preserve_fds=int(pf),
                                cgroup=a.opts.get("cgroup"),
                                ignore_paused=a.opts.get("ignore-paused", False))
-    return execute.exec_in(cid, proc, root, opts)
+    from ocirun import cli  # (its flag, read now: set by run_and_exit)
+    return execute.exec_in(cid, proc, root, opts, then_exit=cli._exits_after)

@@ -9,6 +9,11 @@ the runtime to put it in the container's cgroup as late as possible, and
 execs. The runtime waits for the exec (the sync socket closes on execve),
 writes the pid file, and either returns (--detach) or forwards signals /
 proxies the terminal and returns the exit status.
+
+When the child needs nothing of the runtime on the way (no terminal, no
+seccomp listener, a cgroup it enters by itself) and the caller exits right
+after (the CLI), the child shares the runtime's memory until its execve
+(kernel/vfork.py, as a `run`'s init does): no fork of the interpreter.
 """
 from __future__ import annotations
 
@@ -101,8 +106,10 @@ def process_from_flags(base: dict, args: list[str], *, tty: bool = False,
 
 
 def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
-            opts: ExecOptions | None = None) -> int:
-    """Run proc_cfg in container cid; the exit status (0 at once with detach)."""
+            opts: ExecOptions | None = None, then_exit: bool = False) -> int:
+    """Run proc_cfg in container cid; the exit status (0 at once with detach).
+    then_exit: the caller exits right after (the CLI), so the child may
+    share our memory until its execve (see _vfork_fits)."""
     from ocirun import plan as planmod
     from ocirun.container import Container, cgroup_manager, oci_state
     from ocirun.creation import prepare_security
@@ -138,7 +145,9 @@ def exec_in(cid: str, proc_cfg: dict, root: str | None = None,
         from ocirun.creation import start_prewarm
         prewarm = start_prewarm()
     try:
-        return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st), join)
+        vforked = then_exit and _vfork_fits(pplan, mgr, opts, join)
+        return _run(c, data, pplan, init_pid, ns_types, mgr, opts, oci_state(data, st), join,
+                    vforked)
     finally:
         if join is not None:
             join.close()
@@ -163,52 +172,102 @@ def _open_ns(pid: int, types: list[str]) -> dict[str, int]:
     return fds
 
 
+def _vfork_fits(pplan, mgr, opts: ExecOptions, join) -> bool:
+    """Can the child share our memory until its execve? Only if it needs
+    nothing of us on the way: no terminal or console socket, no seccomp
+    listener, no --cgroup, and a cgroup it enters by itself (or none); and
+    only for a caller that exits right after (see creation._vfork_fits)."""
+    if pplan.terminal or opts.console_socket or opts.cgroup:
+        return False
+    if pplan.seccomp is not None and pplan.seccomp.listener_path:
+        return False
+    if mgr is not None and (join is None or not join.complete):
+        return False
+    import _thread
+    if _thread._count():  # another thread would run Python beside the child
+        return False
+    from ocirun.kernel import vfork
+    return vfork.available()
+
+
 def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: ExecOptions,
-         state: dict, join=None) -> int:
+         state: dict, join=None, vforked: bool = False) -> int:
     from ocirun import launch  # noqa: F401  (before the fork: the child needs it after setns)
     from ocirun.kernel import syscalls as k
     from ocirun.linux import namespaces  # noqa: F401  (used by the child)
     from ocirun.linux.foreground import forward_signals
-    from ocirun.sync import PeerGone, Sync
     nsfds = _open_ns(init_pid, ns_types)
     console_fd = -1
     if opts.console_socket:
         from ocirun.linux import terminal
         console_fd = terminal.connect_console(opts.console_socket)
-    parent, child = Sync.pair()
+    parent = child = None
     restore = []
     pid = 0
+    in_child = False
     try:
         for t, flag in (("pid", k.CLONE_NEWPID), ("time", k.CLONE_NEWTIME)):
             if t in nsfds:
                 restore.append((os.open(f"/proc/self/ns/{_PROC_NS[t]}",
                                         os.O_RDONLY | os.O_CLOEXEC), flag))
                 k.setns(nsfds[t], flag)
-        import gc
-        gc.freeze()
-        try:
-            from ocirun.forkinit import clone_child
-            pid = clone_child(0, join)
-        except OSError as e:
-            if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
-                raise StateError("cannot exec: the container is no longer running") from None
-            raise
-        # the parent has nothing to do before the execve when the child
-        # enters its cgroup on its own: no "ready" round trip then
-        handshake = join is None or not join.complete
-        if pid == 0:
-            parent.close()
-            _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join, handshake)
+        if vforked:
+            pid = _spawn_vfork(pplan, nsfds, opts.preserve_fds, join)
+        if not pid:
+            from ocirun.sync import Sync
+            parent, child = Sync.pair()
+            import gc
+            gc.freeze()
+            try:
+                from ocirun.forkinit import clone_child
+                pid = clone_child(0, join)
+            except OSError as e:
+                if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
+                    raise StateError("cannot exec: the container is no longer running") from None
+                raise
+            # the parent has nothing to do before the execve when the child
+            # enters its cgroup on its own: no "ready" round trip then
+            handshake = join is None or not join.complete
+            if pid == 0:
+                in_child = True
+                parent.close()
+                _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join, handshake)
     finally:
-        if pid != 0:
+        if not in_child:
             for fd, flag in restore:
                 k.setns(fd, flag)
                 os.close(fd)
             for fd in nsfds.values():
                 os.close(fd)
-            child.close()
+            if child is not None:
+                child.close()
             if console_fd >= 0:
                 os.close(console_fd)
+    master = -1
+    if parent is not None:
+        master = _serve(parent, pid, join, mgr, opts, pplan, state, handshake)
+    if opts.pid_file:
+        from ocirun.statedir import write_pid_file
+        write_pid_file(os.path.abspath(opts.pid_file), pid)
+    if opts.detach:
+        if master >= 0:
+            os.close(master)
+        return 0
+    with forward_signals(pid) as fw:
+        if master >= 0:
+            from ocirun.linux import terminal
+            try:
+                return terminal.proxy(master, pid)
+            finally:
+                os.close(master)
+        return fw.wait()
+
+
+def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
+           handshake: bool) -> int:
+    """A forked child's requests until its execve; returns the terminal's
+    master fd (-1 without one). Kills and reaps the child on failure."""
+    from ocirun.errors import PeerGone
     master = -1
     try:
         while True:
@@ -257,21 +316,43 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
         _reap(pid)
         raise
     parent.close()
-    if opts.pid_file:
-        from ocirun.statedir import write_pid_file
-        write_pid_file(os.path.abspath(opts.pid_file), pid)
-    if opts.detach:
-        if master >= 0:
-            os.close(master)
-        return 0
-    with forward_signals(pid) as fw:
-        if master >= 0:
-            from ocirun.linux import terminal
-            try:
-                return terminal.proxy(master, pid)
-            finally:
-                os.close(master)
-        return fw.wait()
+    return master
+
+
+def _spawn_vfork(pplan, nsfds: dict[str, int], preserve_fds: int, join) -> int:
+    """The child, sharing our memory until its execve (kernel/vfork.py);
+    its pid, or 0 when clone3 is refused (a seccomp profile, an old
+    kernel): fork then. An error of the child's comes down a pipe."""
+    import errno
+    from ocirun import launch
+    from ocirun.kernel import syscalls as k, vfork
+    fds = join.task_fds[:] if join is not None else []
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        dumpable = k.prctl(k.PR_GET_DUMPABLE)
+        try:
+            pid = vfork.spawn(0, lambda: _child(pplan, launch.NoParent(w), nsfds, -1,
+                                                preserve_fds, join, False),
+                              join.into_fd if join is not None else -1)
+        except OSError as e:
+            if e.errno == errno.ENOMEM and "pid" in nsfds:  # the pid namespace is dead
+                raise StateError("cannot exec: the container is no longer running") from None
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # clone3 itself refused
+                vfork.disable()
+            return 0
+        finally:
+            os.close(w)
+            if join is not None:  # (the child emptied join.task_fds: its copies)
+                join.task_fds = fds
+        if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
+            k.prctl(k.PR_SET_DUMPABLE, dumpable)
+        msg = os.read(r, 65536)
+        if msg:  # it has exited
+            os.waitpid(pid, 0)
+            raise OciError(msg.decode(errors="replace"))
+        return pid
+    finally:
+        os.close(r)
 
 
 def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
@@ -306,8 +387,8 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
            join=None, handshake: bool = True) -> None:
     """In the cloned child; never returns."""
     from ocirun import launch
+    from ocirun.errors import PeerGone
     from ocirun.kernel import syscalls as k
-    from ocirun.sync import PeerGone
     try:
         k.prctl(k.PR_SET_PDEATHSIG, 9)
         # before entering: a container process must not reach our exe or fds

@@ -28,7 +28,7 @@ from ocirun import oslite as os
 # pivot_root the runtime's own files are out of reach.
 from ocirun.errors import OciError, PeerGone
 from ocirun.kernel import syscalls as k
-from ocirun.launch import drop_privileges, exec_process, prepare_process, seal_fds
+from ocirun.launch import NoParent, drop_privileges, exec_process, prepare_process, seal_fds
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (the sync module is not loaded by a vforked init's path)
@@ -372,33 +372,10 @@ def _die(signum, frame):
     os._exit(128 + signum)
 
 
-class _NoParent:
-    """The sync channel of an init started by kernel.vfork.spawn: its parent
-    sleeps until the execve, so nothing can be asked of it. The plans that
-    take this way (creation._vfork_fits) need no answer but "ok"; an error
-    goes down err_fd, which the parent reads once the child has exited."""
-    __slots__ = ("err_fd",)
-
-    def __init__(self, err_fd: int) -> None:
-        self.err_fd = err_fd
-
-    def send(self, verb: str, payload: bytes | str = b"", fds=None) -> None:
-        if verb == "error":
-            os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
-        elif verb not in ("join", "created"):
-            raise OciError(f"internal: {verb!r} asked of a parent that sleeps")
-
-    def expect(self, verb: str) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
-
-
 def vfork_child_main(plan, err_fd: int) -> None:
     """Entry point of an init that shares the runtime's memory (see
     kernel/vfork.py); never returns."""
-    child_main(plan, _NoParent(err_fd), -1)
+    child_main(plan, NoParent(err_fd), -1)
 
 
 def child_main(plan, sync: Sync, state_dirfd: int) -> None:

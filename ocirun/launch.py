@@ -139,3 +139,27 @@ def _default_signals() -> None:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     except OSError:
         pass  # denied by the seccomp profile: nothing here blocks signals anyway
+
+
+class NoParent:
+    """The sync channel of a child started by kernel.vfork.spawn (an init,
+    an exec'd process): its parent sleeps until the execve, so nothing can
+    be asked of it. The plans that take this way (creation._vfork_fits,
+    execute._vfork_fits) need no answer but "ok"; an error goes down
+    err_fd, which the parent reads once the child has exited."""
+    __slots__ = ("err_fd",)
+
+    def __init__(self, err_fd: int) -> None:
+        self.err_fd = err_fd
+
+    def send(self, verb: str, payload: bytes | str = b"", fds=None) -> None:
+        if verb == "error":
+            os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
+        elif verb not in ("join", "created"):
+            raise OciError(f"internal: {verb!r} asked of a parent that sleeps")
+
+    def expect(self, verb: str) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

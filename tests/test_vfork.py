@@ -206,6 +206,22 @@ _EXEC_SH = "for t in pid mnt net ipc uts; do echo $t:$(readlink /proc/self/ns/$t
            "cat /proc/self/cgroup; exit 7"
 
 
+@needs_strace
+def test_exec_shares_memory_until_its_execve(oci, bundle, tmp_path):
+    """`exec` without a terminal: its process is a vforked child of the
+    runtime, in every namespace and cgroup of the container."""
+    cid = f"vx{os.getpid()}"
+    pid = _sleeping(oci, bundle, cid)
+    rc, out, calls = _clone3_calls(oci, "exec", cid, "sh", "-c", _EXEC_SH, tmp_path=tmp_path)
+    assert rc == 7, out
+    assert len(calls) == 1 and "CLONE_VM|CLONE_VFORK" in calls[0], calls
+    _in_container(pid, out)
+    # --cgroup (a sub-cgroup the runtime writes the pid to) still forks
+    rc, out, calls = _clone3_calls(oci, "exec", "--cgroup", "/", cid, "true", tmp_path=tmp_path)
+    assert rc == 0, out
+    assert calls and all("CLONE_VM" not in c for c in calls), calls
+
+
 def test_exec_forks_where_clone3_is_refused(oci, bundle):
     cid = f"vy{os.getpid()}"
     pid = _sleeping(oci, bundle, cid)
@@ -214,6 +230,16 @@ def test_exec_forks_where_clone3_is_refused(oci, bundle):
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 7, r.stderr
     _in_container(pid, r.stdout)
+
+
+def test_exec_error_before_execve_is_one_line(oci, bundle):
+    """The vforked child reports down its pipe; nothing is left running."""
+    cid = f"vz{os.getpid()}"
+    _sleeping(oci, bundle, cid)
+    line = oci.fail("exec", cid, "/no/such/program")
+    assert "/no/such/program" in line
+    out = oci.ok("exec", cid, "ps", "-o", "args")
+    assert [a for a in out.splitlines()[1:] if "ps -o" not in a] == ["sleep 1000"], out
 
 
 def test_run_under_a_512_kib_memory_limit(oci, bundle):
