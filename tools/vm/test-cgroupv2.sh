@@ -4,7 +4,8 @@
 #   real containers with the cgroupfs and the systemd driver, pause/update/events ...;
 #   tests/test_vfork.py: a run's init entering its cgroup2 by CLONE_INTO_CGROUP;
 #   tests/test_devices.py: device nodes and rules under the eBPF device filter;
-#   tests/test_notify.py: NOTIFY_SOCKET, with a real Type=notify systemd unit)
+#   tests/test_notify.py: NOTIFY_SOCKET, with a real Type=notify systemd unit;
+#   tests/test_exec.py: exec'd processes in the container's cgroup2, vforked or not)
 #   in a throw-away QEMU guest with pure cgroup v2 and
 #   systemd as PID 1 (this host is v1/hybrid without systemd). Builds the guest
 #   image on first use under $VMLAB (default /var/cache/ocirun-vm, outside the repo),
@@ -23,7 +24,7 @@ if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
 fi
 # the container tests need busybox-static in the guest (the bundle fixture copies
 # /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
-ARGS=${*:-tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py tests/test_devices.py tests/test_notify.py}
+ARGS=${*:-tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py tests/test_devices.py tests/test_notify.py tests/test_exec.py}
 # test helpers the guest cannot compile (it has no gcc): built here, in the
 # shared repo, removed on the way out
 HELPERS="$REPO/.vm-helpers"
