@@ -11,7 +11,6 @@ process, cgroup, mounts, state dir.
 
 Only `create` and `run` load this module; start/kill/delete/state do not.
 """
-import errno
 from ocirun import oslite as os
 
 from ocirun import log
@@ -158,7 +157,6 @@ def _spawn_vfork(c, plan, mgr) -> int:
     0 when clone3 fails (refused by a seccomp profile or an old kernel, or
     CLONE_INTO_CGROUP refused): fork then, which has its own ways round."""
     from ocirun import init
-    from ocirun.kernel import syscalls as k, vfork
     join = None
     if mgr is not None:
         mgr.create()
@@ -170,37 +168,20 @@ def _spawn_vfork(c, plan, mgr) -> int:
         if plan.mounts_later and not plan.ns.new_cgroup:
             from ocirun.linux import cgroupfs
             plan.cgroup_binds = cgroupfs.planned_binds(mgr)
-    fds = join.task_fds[:] if join is not None else []
     _block_forwarded(c)  # (the child too, until its execve)
-    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        dumpable = k.prctl(k.PR_GET_DUMPABLE)
-        try:
-            pid = vfork.spawn(plan.ns.clone_flags, lambda: init.vfork_child_main(plan, w),
-                              join.into_fd if join is not None else -1)
-        except OSError as e:  # no child: fork it instead (as clone_child does)
-            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
-                vfork.disable()  # clone3 itself refused (an old kernel or profile)
-            c._unblock_signals()
-            plan.cgroup_join = plan.cgroup_binds = None
-            return 0
-        finally:
-            os.close(w)
-            if join is not None:  # (the child emptied join.task_fds: its copies)
-                join.task_fds = fds
-                join.close()
-        if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
-            k.prctl(k.PR_SET_DUMPABLE, dumpable)
-        msg = os.read(r, 65536)
-        if msg:  # it has exited
-            os.waitpid(pid, 0)
-            raise OciError(msg.decode(errors="replace"))
-        return pid
+        from ocirun.launch import spawn_vforked
+        return spawn_vforked(plan.ns.clone_flags, lambda w: init.vfork_child_main(plan, w), join)
+    except OSError:  # no child: fork it instead (as clone_child does)
+        plan.cgroup_join = plan.cgroup_binds = None
+        c._unblock_signals()
+        return 0
     except BaseException:
         c._unblock_signals()
         raise
     finally:
-        os.close(r)
+        if join is not None:
+            join.close()
 
 
 def _undo_create(c, pid: int, mgr) -> None:

@@ -320,39 +320,18 @@ def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
 
 
 def _spawn_vfork(pplan, nsfds: dict[str, int], preserve_fds: int, join) -> int:
-    """The child, sharing our memory until its execve (kernel/vfork.py);
-    its pid, or 0 when clone3 is refused (a seccomp profile, an old
-    kernel): fork then. An error of the child's comes down a pipe."""
-    import errno
+    """The child, sharing our memory until its execve (launch.spawn_vforked);
+    its pid, or 0 when clone3 fails (a seccomp profile, an old kernel):
+    fork then."""
     from ocirun import launch
-    from ocirun.kernel import syscalls as k, vfork
-    fds = join.task_fds[:] if join is not None else []
-    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        dumpable = k.prctl(k.PR_GET_DUMPABLE)
-        try:
-            pid = vfork.spawn(0, lambda: _child(pplan, launch.NoParent(w), nsfds, -1,
-                                                preserve_fds, join, False),
-                              join.into_fd if join is not None else -1)
-        except OSError as e:
-            if e.errno == errno.ENOMEM and "pid" in nsfds:  # the pid namespace is dead
-                raise StateError("cannot exec: the container is no longer running") from None
-            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):  # clone3 itself refused
-                vfork.disable()
-            return 0
-        finally:
-            os.close(w)
-            if join is not None:  # (the child emptied join.task_fds: its copies)
-                join.task_fds = fds
-        if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
-            k.prctl(k.PR_SET_DUMPABLE, dumpable)
-        msg = os.read(r, 65536)
-        if msg:  # it has exited
-            os.waitpid(pid, 0)
-            raise OciError(msg.decode(errors="replace"))
-        return pid
-    finally:
-        os.close(r)
+        return launch.spawn_vforked(
+            0, lambda w: _child(pplan, launch.NoParent(w), nsfds, -1, preserve_fds, join, False),
+            join)
+    except OSError as e:
+        if e.errno == 12 and "pid" in nsfds:  # ENOMEM: the pid namespace is dead
+            raise StateError("cannot exec: the container is no longer running") from None
+        return 0
 
 
 def _join_cgroup(mgr, pid: int, sub: str | None) -> None:

@@ -163,3 +163,42 @@ class NoParent:
 
     def close(self) -> None:
         pass
+
+
+def spawn_vforked(flags: int, child_main, join) -> int:
+    """child_main(err_fd) in a child that shares our memory until its
+    execve (kernel/vfork.py), cloned with `flags` (and into join's cgroup2
+    directory); its pid once it has exec'd. What it reports on err_fd
+    before (see NoParent) is raised here as an OciError, after reaping it.
+    OSError: clone3 failed (where it is refused outright, vfork is off
+    from now on); the caller forks instead."""
+    import errno
+    from ocirun.kernel import vfork
+    fds = join.task_fds[:] if join is not None else []
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        dumpable = k.prctl(k.PR_GET_DUMPABLE)
+        try:
+            pid = vfork.spawn(flags, lambda: child_main(w),
+                              join.into_fd if join is not None else -1)
+        except OSError as e:
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+                vfork.disable()  # clone3 itself refused (an old kernel or profile)
+            raise
+        finally:
+            os.close(w)
+            if join is not None:  # (the child emptied join.task_fds: its copies)
+                join.task_fds = fds
+        try:
+            if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
+                k.prctl(k.PR_SET_DUMPABLE, dumpable)
+            msg = os.read(r, 65536)
+            if msg:  # it has exited
+                os.waitpid(pid, 0)
+        except OSError as e:  # (not clone3's: the caller must not fork a second one)
+            raise OciError(f"internal: after the clone: {e.strerror}") from None
+        if msg:
+            raise OciError(msg.decode(errors="replace"))
+        return pid
+    finally:
+        os.close(r)
