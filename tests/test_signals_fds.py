@@ -317,3 +317,33 @@ def test_library_run_leaves_the_signal_state_as_it_found_it(oci, bundle):
         assert out[0] == f"0 [] {default_term}", r
         if then_exit == "1":
             assert out[1] == "alive", r
+
+
+def test_forwarder_drops_a_signal_that_arrives_while_it_closes(monkeypatch):
+    """A `run` (restore=False) keeps its handlers after the block: a signal
+    caught while the pidfd is being closed must be dropped, not sent to a
+    closed fd (a signal storm once made `run` fail with EBADF there)."""
+    from ocirun.linux import foreground as fg
+    real = fg.os
+
+    class ClosingSignals:  # the signal lands right after the close
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def close(self, fd):
+            real.close(fd)
+            real.kill(real.getpid(), signal.SIGUSR1)
+
+    p = subprocess.Popen(["sleep", "30"])
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        monkeypatch.setattr(fg, "os", ClosingSignals())
+        with fg.forward_signals(p.pid, signals={signal.SIGUSR1}, restore=False) as fw:
+            pass
+        os.kill(os.getpid(), signal.SIGUSR1)  # and one later: dropped too
+        assert fw.forwarded == []
+        assert p.poll() is None  # never reached the process
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        p.kill()
+        p.wait()

@@ -162,9 +162,12 @@ class forward_signals:
             finally:
                 _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         self._saved.clear()
-        if self._own_pidfd and self._pidfd is not None:
-            os.close(self._pidfd)
-        self._pidfd = None
+        # None first: a handler that runs between the two (restore=False
+        # leaves them in place) must drop its signal, not send it to a
+        # closed fd
+        fd, self._pidfd = self._pidfd, None
+        if self._own_pidfd and fd is not None:
+            os.close(fd)
 
     def wait(self) -> int:
         """Block until the process exits; its exit_code().
