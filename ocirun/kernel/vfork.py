@@ -209,7 +209,7 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     if getcontext(uc) != 0:  # now: the signal mask the child is to have
         raise error("getcontext")
     at = _ctypes.addressof(uc)
-    sp = top - 56  # 16-byte aligned once a call has pushed its return address
+    sp = top - 56  # as at a function's entry: sp + 8 is 16-byte aligned
     c_long.from_address(top).value = setcontext  # where syscall()'s `ret` goes
     c_long.from_address(top + 8).value = exit_  # ... and a failed setcontext()
     c_long.from_address(sp).value = exit_  # the call's return address: never used
