@@ -242,6 +242,31 @@ def test_exec_error_before_execve_is_one_line(oci, bundle):
     assert [a for a in out.splitlines()[1:] if "ps -o" not in a] == ["sleep 1000"], out
 
 
+@needs_strace
+def test_library_exec_forks(oci, bundle, tmp_path):
+    """A library caller that lives on gets its exec'd process forked (a
+    vforked child would leave its frames' objects in the caller's memory)."""
+    cid = f"vl{os.getpid()}"
+    _sleeping(oci, bundle, cid)
+    code = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from ocirun import execute
+        proc = {"args": ["sh", "-c", "exit 3"], "cwd": "/", "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0}}
+        print([execute.exec_in(sys.argv[2], proc, sys.argv[3]) for _ in range(3)])
+    """)
+    log = str(tmp_path / "strace.log")
+    r = subprocess.run(["strace", "-qq", "-f", "-e", "trace=clone,clone3", "-o", log,
+                        PY, "-c", code, REPO, cid, oci.root],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[0] == "[3, 3, 3]", r.stdout
+    with open(log) as f:
+        calls = [ln for ln in f if "clone" in ln and "resumed" not in ln]
+    assert calls and not [c for c in calls if "CLONE_VFORK" in c], calls
+
+
 def test_run_under_a_512_kib_memory_limit(oci, bundle):
     """Issue 7's bound for the smallest memory limit. The vforked init's own
     page faults are charged to the runtime (the owner of the memory it
