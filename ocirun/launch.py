@@ -74,7 +74,16 @@ def seal_fds(env: list[str], preserve_fds: int) -> None:
     """Every fd but stdio, the preserved ones and LISTEN_FDS closes at execve.
     Done before the seccomp filter is loaded: a profile need not allow
     close_range (runtime-tools' default profile, older Docker ones do not).
-    Every fd the process opens after this is O_CLOEXEC."""
+    Every fd the process opens after this is O_CLOEXEC.
+
+    A preserved (or LISTEN_FDS) fd passes as it is, as crun passes them: the
+    caller's are inheritable (they came through its execve of us), every
+    one of ocirun's own is close-on-exec. So when the caller passes fewer
+    fds than it asks to preserve, what ocirun opened in their place (its
+    bytecode file, the state dir, a pipe) does not reach the container: a
+    directory fd of the host in there would be a way out (runc's
+    CVE-2024-21626 was a leaked fd). A library caller marks the fds it
+    passes inheritable (os.set_inheritable), as for any exec."""
     first = 3 + preserve_fds
     for e in env:
         if e.startswith("LISTEN_FDS="):
@@ -86,11 +95,6 @@ def seal_fds(env: list[str], preserve_fds: int) -> None:
         k.close_range(first, 0xFFFFFFFF, k.CLOSE_RANGE_CLOEXEC)
     except OSError:  # before Linux 5.9, or denied by the host's own seccomp
         _cloexec_from(first)
-    for fd in range(3, first):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
 
 
 def _cloexec_from(first: int) -> None:

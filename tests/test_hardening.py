@@ -76,6 +76,23 @@ def test_preserved_fds_and_nothing_more(oci, bundle, tmp_path):
     assert out[:4] == ["0", "1", "2", "3"] and out[4] == "preserved"
 
 
+@pytest.mark.parametrize("cmd", ["run", "exec"])
+def test_preserve_fds_passes_none_of_the_runtimes_own(oci, bundle, cmd):
+    """--preserve-fds 4 with only stdio passed: the runtime's own fds that
+    take those numbers (its bytecode file, the state dir, a pipe) are not
+    preserved; they once were (a host directory fd in the container)."""
+    if cmd == "run":
+        bundle.sh(LIST_FDS)
+        r = oci.run(bundle, "t", "--preserve-fds", "4")
+    else:
+        bundle.args("sleep", "60")
+        oci.ok("run", "-d", "--bundle", bundle.path, "c")
+        r = oci("exec", "--preserve-fds", "4", "c", "sh", "-c", LIST_FDS)
+        oci.ok("delete", "--force", "c")
+    assert r.rc == 0, r
+    assert sorted(fd_listing(r.out)) == ["0", "1", "2"], r.out
+
+
 def test_exec_gets_only_stdio(oci, bundle):
     bundle.args("sleep", "60")
     oci.ok("run", "-d", "--bundle", bundle.path, "c")
