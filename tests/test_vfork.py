@@ -93,6 +93,39 @@ def test_spawn_leaves_the_parent_interpreter_sound():
     assert r.stdout.split() == ["ok", "200"]
 
 
+_KILLED_CHILD = textwrap.dedent(r"""
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    from ocirun.kernel import vfork
+    from ocirun.kernel.ffi import c_long, int_func, long_func
+    assert vfork.available()
+    kill_released = int_func("kill")  # ctypes releases the GIL around it
+    kill_held = long_func("kill", gil=True)  # keeps it
+    statuses = []
+    for i in range(40):
+        def child():
+            if i % 2:
+                kill_released(os.getpid(), 9)
+            else:
+                kill_held(c_long(os.getpid()), c_long(9))
+            os._exit(3)
+        pid = vfork.spawn(0, child)
+        statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    print(sorted(set(statuses)), sum(range(1000)))  # and the interpreter still works
+""")
+
+
+def test_a_child_killed_before_its_execve_leaves_the_parent_sound():
+    """SIGKILL reaches a child in the middle of its setup (a dying pid
+    namespace, a cgroup kill, the OOM killer). Killed inside a call that
+    had released the GIL, it left no thread state current, and the parent
+    crashed in ctypes right after the clone (exec racing delete --force)."""
+    r = subprocess.run([PY, "-c", _KILLED_CHILD, REPO], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.split() == ["[-9]", "499500"], r.stdout
+
+
 def _clone3_calls(oci, *args: str, tmp_path) -> tuple[int, str, list[str]]:
     """Run bin/ocirun under strace: its exit status, stdout and the clone /
     clone3 calls of the runtime process itself (files, not pipes: a created

@@ -27,6 +27,12 @@ maps a writable and executable page, which a hardened host may refuse.)
 What keeps the parent sound:
 * the call keeps the GIL (FUNCFLAG_PYTHONAPI): the child finds the thread
   state current and takes nothing, and nothing else runs;
+* a child can die anywhere before its execve (SIGKILL from a dying pid
+  namespace, a cgroup kill, the OOM killer), also inside a call that had
+  released the GIL, leaving no thread state current: the parent's side of
+  the clone is a makecontext() chain (clone3, then PyGILState_Ensure(),
+  which takes the GIL back only if it is not ours) entered by
+  swapcontext(), so the interpreter is whole again before ctypes returns;
 * the child ends in execve or _exit, never back in the parent's frames; its
   frames, references and allocations are left behind in the shared heap;
 * what its unfinished frames leave in the thread state (current C frame,
@@ -83,14 +89,16 @@ _SPAN = (32, 336)
 # registers spawn() sets (uc_mcontext.gregs[REG_*]), and the pointer that
 # getcontext() aims at the struct's own floating-point area
 _UC_SIZE = 968
+_UC_LINK, _UC_STACK = 8, 16
 _UC_GREGS = 40
 _REG_RDI, _REG_RSP, _REG_RIP = 8, 15, 16
 _UC_FPREGS, _UC_FPREGS_MEM = 224, 424
 _NR_ARCH_PRCTL, _ARCH_SHSTK_STATUS = 158, 0x5005
+CLONE_PARENT_SETTID = 0x00100000
+_CHAIN_STACK = 4 * _PAGE
 
 _syscall = long_func("syscall", gil=True)
-# once checked: [span view, stack base, stack top, thread, ucontext, getcontext,
-#               setcontext, PyObject_CallNoArgs, _exit]; [0]: unavailable
+# once checked: [span view, stack base, stack top, thread, _Libc]; [0]: unavailable
 _state: list = []
 
 
@@ -119,20 +127,52 @@ def _shadow_stack() -> bool:
     return word.value & 1 != 0
 
 
-def _context() -> list | None:
-    """[ucontext buffer, getcontext, setcontext, PyObject_CallNoArgs, _exit]
-    if getcontext() fills the buffer as glibc's x86_64 layout says."""
+class _Libc:
+    """The contexts, functions and stacks spawn() uses, made once: the
+    child's context (its head the clone_args), and the parent's chain:
+    `clone` makes the syscall, `fixup` runs PyGILState_Ensure(), then the
+    parent is `back` where swapcontext() left it."""
+    __slots__ = ("child", "clone", "fixup", "back", "tid", "stacks", "getcontext",
+                 "makecontext", "swapcontext", "setcontext", "call", "exit", "syscall",
+                 "ensure")
+
+    def __init__(self) -> None:
+        self.getcontext = int_func("getcontext")
+        self.makecontext = int_func("makecontext")
+        self.swapcontext = long_func("swapcontext", gil=True)
+        self.setcontext, self.call, self.exit, self.syscall, self.ensure = (
+            _ctypes.dlsym(libc._handle, name) for name in
+            ("setcontext", "PyObject_CallNoArgs", "_exit", "syscall", "PyGILState_Ensure"))
+        self.child, self.clone, self.fixup, self.back = (char_array(_UC_SIZE)() for _ in range(4))
+        self.tid = c_int(0)
+        self.stacks = long_func("mmap")(c_long(0), c_long(2 * _CHAIN_STACK), c_int(3),
+                                        c_int(0x22 | 0x20000), c_int(-1), c_long(0))
+        if self.stacks == -1:
+            raise error("mmap")
+
+    def layout_ok(self) -> bool:
+        """getcontext() fills the struct as glibc's x86_64 layout says."""
+        at = _ctypes.addressof(self.child)
+        return self.getcontext(self.child) == 0 and _word(at + _UC_FPREGS) == at + _UC_FPREGS_MEM
+
+    def chain(self, ctx, stack: int, link, fn: int, *args: int) -> None:
+        """makecontext(ctx, fn, args) on its own stack, then `link`."""
+        if self.getcontext(ctx) != 0:  # (now: with the signal mask of now)
+            raise error("getcontext")
+        at = _ctypes.addressof(ctx)
+        c_long.from_address(at + _UC_STACK).value = stack
+        c_long.from_address(at + _UC_STACK + 8).value = 0  # ss_flags
+        c_long.from_address(at + _UC_STACK + 16).value = _CHAIN_STACK
+        c_long.from_address(at + _UC_LINK).value = _ctypes.addressof(link)
+        self.makecontext(ctx, c_long(fn), c_int(len(args)), *(c_long(a) for a in args))
+
+
+def _libc() -> _Libc | None:
     try:
-        getcontext = int_func("getcontext")
-        addrs = [_ctypes.dlsym(libc._handle, name)
-                 for name in ("setcontext", "PyObject_CallNoArgs", "_exit")]
+        lc = _Libc()
     except (AttributeError, OSError):
         return None
-    uc = char_array(_UC_SIZE)()
-    if getcontext(uc) != 0 or _word(_ctypes.addressof(uc) + _UC_FPREGS) != \
-            _ctypes.addressof(uc) + _UC_FPREGS_MEM:
-        return None
-    return [uc, getcontext, *addrs]
+    return lc if lc.layout_ok() else None
 
 
 def _thread_state() -> int:
@@ -172,10 +212,10 @@ def available() -> bool:
     import _thread
     if not _state:
         ts = _thread_state() if _trampoline_ok() and not _shadow_stack() else 0
-        ctx = _context() if ts else None
-        if ctx:
+        lc = _libc() if ts else None
+        if lc:
             span = char_array(_SPAN[1] - _SPAN[0]).from_address(ts + _SPAN[0])
-            _state[:] = [span, *_new_stack(), _thread.get_ident(), *ctx]
+            _state[:] = [span, *_new_stack(), _thread.get_ident(), lc]
         else:
             _state[:] = [0]
     return bool(_state[0]) and _state[3] == _thread.get_ident()
@@ -192,7 +232,7 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     os._exit() (returning or raising becomes _exit(127)). Returns the pid
     once the child has exec'd or exited. Only when available(), and from a
     single-threaded process. OSError as clone3's (ENOSYS: fork instead)."""
-    span, base, top, _, uc, getcontext, setcontext, call, exit_ = _state
+    span, base, top, _, lc = _state
 
     def entry() -> None:
         try:
@@ -200,28 +240,38 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
         finally:
             os._exit(127)
 
-    flags |= CLONE_VM | CLONE_VFORK
+    flags |= CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID
     if cgroup_fd >= 0:
         flags |= CLONE_INTO_CGROUP
+    lc.tid.value = 0
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
     # stack, stack_size, tls, set_tid, set_tid_size, cgroup
-    args = pack("=11Q", flags, 0, 0, 0, _SIGCHLD, base, top - base, 0, 0, 0, max(cgroup_fd, 0))
-    if getcontext(uc) != 0:  # now: the signal mask the child is to have
+    args = pack("=11Q", flags, 0, 0, _ctypes.addressof(lc.tid), _SIGCHLD, base, top - base,
+                0, 0, 0, max(cgroup_fd, 0))
+    if lc.getcontext(lc.child) != 0:  # now: the signal mask the child is to have
         raise error("getcontext")
-    at = _ctypes.addressof(uc)
+    at = _ctypes.addressof(lc.child)
     sp = top - 56  # as at a function's entry: sp + 8 is 16-byte aligned
-    c_long.from_address(top).value = setcontext  # where syscall()'s `ret` goes
-    c_long.from_address(top + 8).value = exit_  # ... and a failed setcontext()
-    c_long.from_address(sp).value = exit_  # the call's return address: never used
+    c_long.from_address(top).value = lc.setcontext  # where syscall()'s `ret` goes
+    c_long.from_address(top + 8).value = lc.exit  # ... and a failed setcontext()
+    c_long.from_address(sp).value = lc.exit  # the call's return address: never used
     c_long.from_address(at + _UC_GREGS + 8 * _REG_RDI).value = id(entry)
     c_long.from_address(at + _UC_GREGS + 8 * _REG_RSP).value = sp
-    c_long.from_address(at + _UC_GREGS + 8 * _REG_RIP).value = call
+    c_long.from_address(at + _UC_GREGS + 8 * _REG_RIP).value = lc.call
     char_array(len(args)).from_address(at).raw = args
+    # The parent's side: clone3, then PyGILState_Ensure(), then back. A
+    # child killed in a syscall (SIGKILL from a dying pid namespace, a
+    # cgroup kill, the OOM killer) dies with the GIL released and no
+    # thread state current; Ensure takes the GIL back before anything in
+    # ctypes looks for the current thread state (it crashed there).
+    lc.chain(lc.clone, lc.stacks, lc.fixup, lc.syscall, _NR_CLONE3, at, len(args))
+    lc.chain(lc.fixup, lc.stacks + _CHAIN_STACK, lc.back, lc.ensure)
     # straight-line from here to the restore: no Python call may push a
     # frame between the snapshot and the syscall
     saved = span.raw
-    pid = _syscall(c_long(_NR_CLONE3), c_long(at), c_long(len(args)))
+    lc.swapcontext(lc.back, lc.clone)
     span.raw = saved  # back in the parent: forget the child's unfinished frames
-    if pid < 0:
+    pid = lc.tid.value
+    if pid <= 0:
         raise error("clone3")
     return pid
