@@ -32,7 +32,11 @@ What keeps the parent sound:
   released the GIL, leaving no thread state current: the parent's side of
   the clone is a makecontext() chain (clone3, then PyGILState_Ensure(),
   which takes the GIL back only if it is not ours) entered by
-  swapcontext(), so the interpreter is whole again before ctypes returns;
+  swapcontext(), so the interpreter is whole again before ctypes returns
+  (what no check can undo: a kill inside the few instructions of an
+  allocator's update would leave the shared heap inconsistent; the
+  callers are processes that exit right after, and none has failed so in
+  hundreds of exec-vs-delete races);
 * the child ends in execve or _exit, never back in the parent's frames; its
   frames, references and allocations are left behind in the shared heap;
 * what its unfinished frames leave in the thread state (current C frame,
