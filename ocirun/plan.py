@@ -88,7 +88,14 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.uid_maps = linux.get("uidMappings") or []
     plan.gid_maps = linux.get("gidMappings") or []
     if plan.ns.new_user and not (plan.uid_maps and plan.gid_maps):
-        raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+        # as crun (runc refuses): the runtime's own ids, and what
+        # /etc/subuid (/etc/subgid) grants it, see userns.default_id_map
+        from ocirun.linux import userns
+        user = (cfg.get("process") or {}).get("user") or {}
+        if not plan.uid_maps:
+            plan.uid_maps = userns.default_id_map("uid", user.get("uid", 0))
+        if not plan.gid_maps:
+            plan.gid_maps = userns.default_id_map("gid", user.get("gid", 0))
     plan.time_offsets = linux.get("timeOffsets")
     steps = mounts.plan_mounts(cfg.get("mounts") or [], bundle)
     plan.mounts_now, plan.mounts_later = mounts.split_deferred(steps)

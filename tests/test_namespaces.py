@@ -249,6 +249,42 @@ def test_user_namespace_maps_and_ownership(oci, bundle, shifted_rootfs):
     assert lines[7] == ["0:0"]
 
 
+def _root_subid_range(kind: str):
+    """root's first range in /etc/subuid (subgid), or None."""
+    try:
+        with open(f"/etc/sub{kind}") as f:
+            for ln in f:
+                parts = ln.strip().split(":")
+                if len(parts) == 3 and parts[0] in ("root", "0"):
+                    return int(parts[1]), int(parts[2])
+    except OSError:
+        pass
+    return None
+
+
+def test_user_namespace_without_mappings_maps_root_to_itself(oci, bundle):
+    """As crun (runc refuses the config): no uidMappings/gidMappings, and a
+    root runtime maps the container's root to itself (plus, as crun, the
+    rest of a range /etc/subuid grants root, if any)."""
+    bundle.ns("pid", "ipc", "uts", "mount", "user", "network")
+    assert "uidMappings" not in bundle.linux and "gidMappings" not in bundle.linux
+    for m in bundle.config["mounts"]:  # (gid 5 is not mapped: devpts would refuse it)
+        if m["type"] == "devpts":
+            m["options"] = [o for o in m["options"] if not o.startswith("gid=")]
+    bundle.sh("cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; id -u; id -g;"
+              " grep CapEff /proc/self/status")
+    out = run_out(oci, bundle).split("--")
+    for kind, text in (("uid", out[0]), ("gid", out[1])):
+        want = [["0", "0", "1"]]
+        rng = _root_subid_range(kind)
+        if rng:
+            want.append(["1", str(rng[0]), str(rng[1])])
+        assert [ln.split() for ln in text.strip().splitlines()] == want, kind
+    rest = out[2].split()
+    assert rest[:2] == ["0", "0"]
+    assert rest[3] != "0000000000000000"  # root of its own namespace, with its caps
+
+
 def test_user_namespace_several_ranges(oci, bundle, shifted_rootfs):
     bundle.ns("pid", "ipc", "uts", "mount", "user", "network")
     bundle.linux["uidMappings"] = [{"containerID": 0, "hostID": SHIFT, "size": 1000},

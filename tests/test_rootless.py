@@ -187,6 +187,19 @@ def test_rootless_several_ranges_through_newuidmap(user):
     assert out[4] == "0" and out[5] == "1000:1000"
 
 
+def test_rootless_user_namespace_without_mappings(user):
+    """As crun: no mappings in the config, and the user's own id is the
+    container's root, the range /etc/subuid grants it the ids above."""
+    cfg = _spec(user, "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g")
+    del cfg["linux"]["uidMappings"], cfg["linux"]["gidMappings"]
+    user.save(cfg)
+    out = user.ok("run", "r3").splitlines()
+    assert [ln.split() for ln in out[:4]] == [
+        ["0", str(user.uid), "1"], ["1", str(SUB_START), str(SUB_COUNT)],
+        ["0", str(user.gid), "1"], ["1", str(SUB_START), str(SUB_COUNT)]]
+    assert out[4:] == ["0", "0"]
+
+
 @pytest.mark.parametrize("maps,field", [
     # beyond what /etc/subuid grants the user
     ([{"containerID": 0, "hostID": "UID", "size": 1},

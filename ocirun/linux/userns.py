@@ -70,6 +70,30 @@ def subordinate_ranges(kind: str = "uid") -> list[tuple[int, int]]:
     return out
 
 
+def default_id_map(kind: str, container_id: int) -> list[dict]:
+    """The map of a new user namespace whose config has none (crun's
+    default; runc refuses such a config). The process's id (process.user)
+    is the runtime's own; with a range in /etc/subuid (/etc/subgid), the
+    ids below it and the rest of the range come from there, else a
+    runtime that is root maps only 0 to itself."""
+    own = os.geteuid() if kind == "uid" else os.getegid()
+    ranges = subordinate_ranges(kind)
+    if not ranges:
+        if own == 0:
+            container_id = 0
+        return [{"containerID": container_id, "hostID": own, "size": 1}]
+    start, end = ranges[0]
+    out = []
+    below = min(container_id, end - start)
+    if below:
+        out.append({"containerID": 0, "hostID": start, "size": below})
+        start += below
+    out.append({"containerID": container_id, "hostID": own, "size": 1})
+    if end > start:
+        out.append({"containerID": container_id + 1, "hostID": start, "size": end - start})
+    return out
+
+
 def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict],
                   where: str = "linux") -> None:
     """Write uid_map/gid_map of a child's new user namespace from outside.
