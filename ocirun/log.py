@@ -12,12 +12,22 @@ _state = {"path": None, "json": False, "level": 30, "fd": -1}
 
 def configure(path: str | None = None, fmt: str = "text", level: str | None = None,
               debug: bool = False) -> None:
-    _state["path"] = path
+    """The log file is opened now, as runc does: a path that cannot be
+    opened is an error of the command, even of one that logs nothing."""
     _state["json"] = fmt == "json"
     _state["level"] = 10 if debug else _LEVELS.get(level or "warning", 30)
     if _state["fd"] >= 0:
         os.close(_state["fd"])
         _state["fd"] = -1
+    _state["path"] = None
+    if path and path != "/dev/stderr":
+        try:
+            _state["fd"] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                   0o644)
+        except OSError as e:
+            from ocirun.errors import OciError
+            raise OciError(f"--log {path}: cannot open it: {e.strerror}") from None
+        _state["path"] = path
 
 
 def _stamp() -> str:
@@ -25,15 +35,8 @@ def _stamp() -> str:
 
 
 def _write_file(level: str, msg: str) -> bool:
-    path = _state["path"]
-    if not path or path == "/dev/stderr":
-        return False
     if _state["fd"] < 0:
-        try:
-            _state["fd"] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                   0o644)
-        except OSError:
-            return False
+        return False
     if _state["json"]:
         from ocirun.jsonutil import dumps
         line = dumps({"level": level, "msg": msg, "time": _stamp()}) + "\n"

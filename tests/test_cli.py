@@ -75,6 +75,17 @@ def test_text_log(oci, tmp_path):
     assert 'level=error msg="container does not exist: nope"' in log.read_text()
 
 
+def test_log_file_is_opened_at_start(oci, tmp_path):
+    """As runc: the log file exists after any command, and one that cannot
+    be opened fails even a command that would log nothing."""
+    log = tmp_path / "log.txt"
+    oci.ok("--log", str(log), "list")
+    assert log.exists() and log.read_text() == ""
+    line = oci.fail("--log", str(tmp_path / "no" / "such" / "log"), "list")
+    assert line == f"ocirun: --log {tmp_path}/no/such/log: cannot open it: " \
+                   "No such file or directory"
+
+
 def test_spec_writes_runc_like_config(oci, tmp_path):
     oci.ok("spec", "--bundle", str(tmp_path))
     cfg = json.loads((tmp_path / "config.json").read_text())
