@@ -37,11 +37,19 @@ def test_default_id_map_as_crun(monkeypatch):
     assert userns.default_id_map("uid", 0) == [m(0, 1500, 1)]
     assert userns.default_id_map("uid", 1000) == [m(1000, 1500, 1)]
     ranges.append((100000, 165536))
+    helper = [True]
+    monkeypatch.setattr(userns, "_on_path", lambda name: helper[0])
     assert userns.default_id_map("uid", 0) == [m(0, 1500, 1), m(1, 100000, 65536)]
+    helper[0] = False  # no newuidmap to write several ranges: the user's own id only
+    assert userns.default_id_map("uid", 0) == [m(0, 1500, 1)]
+    helper[0] = True
     assert userns.default_id_map("uid", 1000) == [
         m(0, 100000, 1000), m(1000, 1500, 1), m(1001, 101000, 64536)]
     ranges[0] = (100000, 100010)  # fewer ids than the ones below the process's
     assert userns.default_id_map("uid", 1000) == [m(0, 100000, 10), m(1000, 1500, 1)]
+    monkeypatch.setattr(userns.os, "geteuid", lambda: 0)  # root needs no helper
+    helper[0] = False
+    assert userns.default_id_map("uid", 0) == [m(0, 0, 1), m(1, 100000, 10)]
 
 
 def test_user_namespace_without_mappings_gets_defaults(tmp_path, monkeypatch):

@@ -73,11 +73,14 @@ def subordinate_ranges(kind: str = "uid") -> list[tuple[int, int]]:
 def default_id_map(kind: str, container_id: int) -> list[dict]:
     """The map of a new user namespace whose config has none (crun's
     default; runc refuses such a config). The process's id (process.user)
-    is the runtime's own; with a range in /etc/subuid (/etc/subgid), the
-    ids below it and the rest of the range come from there, else a
-    runtime that is root maps only 0 to itself."""
+    is the runtime's own; with a range in /etc/subuid (/etc/subgid) (and,
+    not as root, newuidmap/newgidmap to write it), the ids below it and
+    the rest of the range come from there, else a runtime that is root
+    maps only 0 to itself."""
     own = os.geteuid() if kind == "uid" else os.getegid()
     ranges = subordinate_ranges(kind)
+    if ranges and os.geteuid() != 0 and not _on_path(f"new{kind}map"):
+        ranges = []  # (as crun: the single mapping a user may write itself)
     if not ranges:
         if own == 0:
             container_id = 0
@@ -92,6 +95,11 @@ def default_id_map(kind: str, container_id: int) -> list[dict]:
     if end > start:
         out.append({"containerID": container_id + 1, "hostID": start, "size": end - start})
     return out
+
+
+def _on_path(name: str) -> bool:
+    return any(os.access(f"{d or '.'}/{name}", os.X_OK)
+               for d in os.getenv("PATH", "/usr/bin:/bin").split(":"))
 
 
 def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict],
