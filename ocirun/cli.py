@@ -12,7 +12,7 @@ VERSION = "0.1.0"
 # option spec: name -> (aliases, takes_value, help)
 GLOBAL = {
     "root": ((), True, "root directory for container state (default /run/ocirun)"),
-    "log": ((), True, "log file (default: stderr)"),
+    "log": ((), True, "log file (default: stderr); opened at start, as runc"),
     "log-format": ((), True, "log format: text (default) or json"),
     "log-level": ((), True, "log level: debug, info, warning, error"),
     "debug": ((), False, "enable debug logging"),
