@@ -38,6 +38,8 @@ class Checker:
             ok = isinstance(value, typ)
         if not ok:
             raise self.fail(path, f"must be {_TYPE_NAMES[typ]}, got {_json_type(value)}")
+        if typ is str and "\0" in value:  # (no path, argument or name the kernel takes has one)
+            raise self.fail(path, "must not contain a NUL character")
         return value
 
     def get(self, obj: dict, key: str, typ, path: str, default=None, required=False):
@@ -147,7 +149,8 @@ def validate(cfg, c: Checker) -> None:
     c.get(cfg, "domainname", str, "")
     ann = c.get(cfg, "annotations", dict, "", {})
     for k, v in ann.items():
-        c.typed(v, str, f"annotations.{k}")
+        if not isinstance(v, str):  # (any string: annotations are data, never a path)
+            raise c.fail(f"annotations.{k}", f"must be a string, got {_json_type(v)}")
     for i, m in enumerate(c.get(cfg, "mounts", list, "", [])):
         check_mount(m, f"mounts[{i}]", c)
     proc = c.get(cfg, "process", dict, "")
@@ -284,7 +287,7 @@ def check_linux(linux: dict, c: Checker) -> None:
     sysctl = c.get(linux, "sysctl", dict, "linux", {})
     for k, v in sysctl.items():
         c.typed(v, str, f"linux.sysctl.{k}")
-        if "/" in k or ".." in k.split("."):
+        if "/" in k or ".." in k.split(".") or "\0" in k:
             raise c.fail(f"linux.sysctl.{k}", "invalid sysctl name")
     for i, d in enumerate(c.get(linux, "devices", list, "linux", [])):
         p = f"linux.devices[{i}]"
@@ -349,6 +352,9 @@ def check_resources_shape(res: dict, c: Checker) -> None:
     """Schema-level shape of the resources the cgroup code does not see until
     it writes (values are checked against the host by the cgroup manager)."""
     p = "linux.resources"
+    for key, typ in (("cpu", dict), ("memory", dict), ("pids", dict), ("blockIO", dict),
+                     ("network", dict), ("unified", dict), ("devices", list)):
+        c.get(res, key, typ, p)  # (the cgroup code reads them as these)
     for i, h in enumerate(c.get(res, "hugepageLimits", list, p, [])):
         hp = f"{p}.hugepageLimits[{i}]"
         c.typed(h, dict, hp)

@@ -322,6 +322,8 @@ def test_update_bad_input_changes_nothing(oci, bundle):
     assert "--cpu-shares" in oci.fail("update", "--cpu-shares", "-3", cid)
     assert "invalid JSON" in oci.fail("update", "-r", "-", cid, input="{memory")
     assert "cannot read" in oci.fail("update", "-r", "/nonexistent.json", cid)
+    assert oci.fail("update", "-r", "-", cid, input='{"cpu": 5}') == \
+        "ocirun: update: resources.cpu: must be an object"
     assert (mem_limit(pid), cg_read(pid, "pids", "pids.max")) == (64 * MiB, "50")
     assert status(oci, cid) == "running"
 

@@ -196,6 +196,9 @@ WRONG_TYPE = [
     ("linux.maskedPaths[0]", None, "must be a string, got null"),
     ("linux.readonlyPaths", "/proc", "must be an array, got string"),
     ("linux.resources", [], "must be an object, got array"),
+    ("linux.resources.cpu", 5, "must be an object, got number"),
+    ("linux.resources.devices", -1, "must be an array, got number"),
+    ("linux.resources.memory", "1g", "must be an object, got string"),
     ("linux.cgroupsPath", 1, "must be a string, got number"),
     ("linux.sysctl", {"net.ipv4.ip_forward": 1}, None),
     ("annotations", {"a": 1}, None),
@@ -247,6 +250,13 @@ INVALID = [
      "mounts[7].type: is required for a mount that is not a bind mount"),
     (lambda c: c["linux"].update(sysctl={"kernel/../x": "1"}),
      "linux.sysctl.kernel/../x: invalid sysctl name"),
+    # a NUL in a path, argument or name the kernel would take
+    (lambda c: c["mounts"][3].update(destination="/dev/\0shm"),
+     "mounts[3].destination: must not contain a NUL character"),
+    (lambda c: c["process"]["args"].append("a\0b"),
+     "process.args[1]: must not contain a NUL character"),
+    (lambda c: c["linux"].update(sysctl={"net.ipv4.ip_forward\0": "1"}),
+     "linux.sysctl.net.ipv4.ip_forward\\x00: invalid sysctl name"),
 
 ]
 

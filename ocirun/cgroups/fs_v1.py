@@ -110,6 +110,8 @@ class FsV1Manager(Manager):
                                   "on a cgroup v1 host")
             unified.check(resources, path, uctl)
         cpu_res = resources.get("cpu") or {}
+        if not isinstance(cpu_res, dict):
+            raise ConfigError(path + ".cpu", "must be an object")
         # (controller, config keys, "module.function"); a controller module is
         # loaded only when the config uses it: this is on every container start
         plan = [

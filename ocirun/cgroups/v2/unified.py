@@ -17,7 +17,7 @@ def check(res: dict, path: str, controllers: set[str] | None) -> list[tuple[str,
         if not isinstance(v, str):
             raise ConfigError(p, "must be a string")
         ctl, dot, rest = k.partition(".")
-        if not dot or not ctl or not rest or "/" in k or k.startswith("."):
+        if not dot or not ctl or not rest or "/" in k or "\0" in k or k.startswith("."):
             raise ConfigError(p, f"invalid cgroup v2 file name {k!r}")
         if controllers is not None and ctl != "cgroup" and ctl not in controllers:
             raise ConfigError(p, f"controller {ctl!r} is not available in this cgroup")
