@@ -21,7 +21,12 @@ def cgroup_manager(data: dict):
     if not cg:
         return None
     from ocirun import cgroups
-    return cgroups.manager_from_state(cg)
+    try:
+        return cgroups.manager_from_state(cg)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        cid = data.get("id")
+        raise OciError(f"{'container ' + cid + ': ' if isinstance(cid, str) else ''}state.json "
+                       "is damaged: its cgroup record is unusable") from None
 
 
 def _remove_empty_cgroup(cg: dict | None) -> bool:

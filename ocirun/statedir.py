@@ -249,6 +249,8 @@ class StateDir:
                 return None
             except ValueError:
                 return None
+            if not _well_formed(self._data):
+                self._data = None  # (not what ocirun writes: as a create that never finished)
         return self._data
 
     @property
@@ -324,6 +326,26 @@ def init_waits(pid: int, path: str, fifo: str) -> bool:
         if (st.st_dev, st.st_ino) in ids:
             return True
     return False
+
+
+# the fields the commands read, and their JSON types (None: may be null)
+_STATE_FIELDS = (("id", str), ("pid", int), ("bundle", str), ("rootfs", str), ("created", str),
+                 ("owner", str), ("status", str), ("mnt_ns", (int, type(None))),
+                 ("start_time", (int, type(None))),
+                 ("annotations", dict), ("hooks", dict), ("config", dict),
+                 ("cgroup", (dict, type(None))), ("host_mounts", dict))
+
+
+def _well_formed(data) -> bool:
+    """A state.json ocirun could have written (a damaged or foreign one must
+    not turn into a crash of every command that reads it)."""
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        return False
+    for key, typ in _STATE_FIELDS:
+        v = data.get(key, ...)
+        if v is not ... and (not isinstance(v, typ) or isinstance(v, bool)):
+            return False
+    return data["pid"] >= 0
 
 
 def remove_tree(path: str) -> None:

@@ -2,6 +2,7 @@
 every transition and every error, with real containers."""
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -259,3 +260,28 @@ def test_start_returns_once_released_and_exec_errors_reach_stderr(oci, bundle, t
     oci.wait_status("nx", "stopped")
     assert "exec format error" in err.read_text().lower(), err.read_text()
     oci.ok("delete", "nx")
+
+
+@pytest.mark.parametrize("content", [
+    "[]", '{"id": "d1", "pid": "x"}', '{"id": "d1", "pid": -5, "bundle": 3}',
+    '{"id": "d1", "pid": 999999, "config": 5, "cgroup": 7}', '{"id": "d1", "pid": true}',
+    '{"id": "d1", "pid": 999999, "cgroup": {"version": "v2"}}'])
+def test_a_damaged_state_file_is_one_line_never_an_internal_error(oci, content):
+    """A state.json ocirun cannot have written (damaged, or written by hand):
+    every command says so in one line or takes it for a create that never
+    finished; delete -f removes it when its cgroup record is not damaged."""
+    d = os.path.join(oci.root, "d1")
+    os.makedirs(d)
+    with open(os.path.join(d, "state.json"), "w") as f:
+        f.write(content)
+    for cmd in (["state", "d1"], ["kill", "d1", "0"], ["ps", "d1"], ["pause", "d1"],
+                ["exec", "d1", "true"], ["start", "d1"], ["update", "--memory", "100m", "d1"],
+                ["events", "--stats", "d1"], ["list"], ["delete", "d1"], ["delete", "-f", "d1"]):
+        r = oci(*cmd)
+        assert "internal error" not in r.err and "Traceback" not in r.err, (cmd, r)
+        if r.rc:
+            assert len(r.err.strip().splitlines()) == 1, (cmd, r)
+    if '"cgroup": {' in content:
+        assert "state.json is damaged" in oci.fail("delete", "-f", "d1")
+        shutil.rmtree(d)
+    assert not os.path.exists(d)
