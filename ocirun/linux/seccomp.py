@@ -185,7 +185,7 @@ def _validate(cfg: object, path: str) -> _Plan:
             val = _uint(a["value"], f"{aw}.value", 2**64 - 1)
             val2 = _uint(a.get("valueTwo", 0), f"{aw}.valueTwo", 2**64 - 1)
             op = a.get("op")
-            if op not in OPERATORS:
+            if not isinstance(op, str) or op not in OPERATORS:
                 raise ConfigError(f"{aw}.op", f"unknown operator {op!r}".replace("'", '"'))
             conds.append((idx, OPERATORS[op], val, val2))
         p.rules.append((names, act, conds, w))

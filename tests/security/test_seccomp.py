@@ -55,6 +55,9 @@ def getppid_with(arg: int, arg1: int = 0):
       "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]},
      'config.json: linux.seccomp.syscalls[0].args[0].op: unknown operator "SCMP_CMP_ABOUT"'),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+      "args": [{"index": 0, "value": 1, "op": {}}]}]},  # (found by fuzzing: was a TypeError)
+     'config.json: linux.seccomp.syscalls[0].args[0].op: unknown operator {}'),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
       "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
      "config.json: linux.seccomp.syscalls[0].args[0].index: must be an integer from 0 to 5"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_ERRNO"}]},
