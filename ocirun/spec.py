@@ -296,9 +296,9 @@ def check_linux(linux: dict, c: Checker) -> None:
         t = c.get(d, "type", str, p, required=True)
         if t not in ("c", "b", "u", "p"):
             raise c.fail(f"{p}.type", f"unknown device type {t!r}")
-        if t != "p":
-            c.get(d, "major", int, p, required=True)
-            c.get(d, "minor", int, p, required=True)
+        if t != "p":  # (the kernel's dev_t: 12 bits of major, 20 of minor)
+            c.uint(d, "major", p, required=True, bits=12)
+            c.uint(d, "minor", p, required=True, bits=20)
         c.uint(d, "fileMode", p)
         c.uint(d, "uid", p)
         c.uint(d, "gid", p)

@@ -197,6 +197,8 @@ WRONG_TYPE = [
     ("linux.readonlyPaths", "/proc", "must be an array, got string"),
     ("linux.resources", [], "must be an object, got array"),
     ("linux.resources.cpu", 5, "must be an object, got number"),
+    ("linux.devices", [{"path": "/dev/x", "type": "c", "major": 1, "minor": 1 << 31}], None),
+    ("linux.devices", [{"path": "/dev/x", "type": "c", "major": -1, "minor": 3}], None),
     ("linux.resources.devices", -1, "must be an array, got number"),
     ("linux.resources.memory", "1g", "must be an object, got string"),
     ("linux.cgroupsPath", 1, "must be a string, got number"),
