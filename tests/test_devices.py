@@ -100,6 +100,16 @@ def test_device_mode_not_masked_by_umask(oci, bundle):
     assert stats(run_out(oci, bundle))["/dev/open"][3] == "666"
 
 
+def test_device_fields_given_as_null_take_their_defaults(oci, bundle):
+    """(Found by fuzzing: a null uid reached chown in the init.)"""
+    bundle.linux["devices"] = [{"path": "/dev/nulls", "type": "c", "major": 1, "minor": 3,
+                                "fileMode": None, "uid": None, "gid": None}]
+    bundle.save()
+    bundle.sh(f"{STAT} /dev/nulls")
+    st = stats(run_out(oci, bundle))["/dev/nulls"]
+    assert st[3] == "666" and st[4:6] == ["0", "0"], st
+
+
 def test_device_outside_dev_is_made_inside_the_rootfs(oci, bundle):
     """config-linux.md: the path "MAY be anywhere in the container
     filesystem, notably outside of /dev"; a symlink in the rootfs cannot

@@ -109,8 +109,9 @@ class Area:
                                 env=self.env())
 
     def ids(self) -> list[str]:
+        """The root's entries but .cache (the seccomp filters ocirun keeps)."""
         try:
-            return sorted(os.listdir(self.root))
+            return sorted(i for i in os.listdir(self.root) if i != ".cache")
         except FileNotFoundError:
             return []
 

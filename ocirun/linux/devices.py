@@ -50,7 +50,8 @@ def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
         path = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
         mode = d.get("fileMode")
         out[path] = Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
-                           d.get("major", 0), d.get("minor", 0), d.get("uid", 0), d.get("gid", 0))
+                           d.get("major") or 0, d.get("minor") or 0,  # (null: as absent)
+                           d.get("uid") or 0, d.get("gid") or 0)
     return list(out.values())
 
 
