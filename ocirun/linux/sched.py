@@ -57,7 +57,7 @@ def _names(v: object, table: dict, where: str, what: str) -> int:
         raise ConfigError(where, "must be an array of strings")
     out = 0
     for i, n in enumerate(v):
-        if n not in table:
+        if not isinstance(n, str) or n not in table:
             raise ConfigError(f"{where}[{i}]", f"unknown {what} {n!r}".replace("'", '"'))
         out |= table[n]
     return out
@@ -98,7 +98,7 @@ def _plan(process_cfg: dict | None, linux_cfg: dict | None) -> _Plan:
     pers = _obj(lin.get("personality"), "linux.personality")
     if pers is not None:
         dom = pers.get("domain")
-        if dom not in PERSONALITY:
+        if not isinstance(dom, str) or dom not in PERSONALITY:
             raise ConfigError("linux.personality.domain",
                               f"unknown domain {dom!r}".replace("'", '"')
                               + " (LINUX or LINUX32)")
@@ -111,7 +111,7 @@ def _plan(process_cfg: dict | None, linux_cfg: dict | None) -> _Plan:
     io = _obj(proc.get("ioPriority"), "process.ioPriority")
     if io is not None:
         cls = io.get("class")
-        if cls not in IOPRIO_CLASS:
+        if not isinstance(cls, str) or cls not in IOPRIO_CLASS:
             raise ConfigError("process.ioPriority.class",
                               f"unknown class {cls!r}".replace("'", '"'))
         prio = _int(io.get("priority", 0), "process.ioPriority.priority", 0, 7)
@@ -122,7 +122,7 @@ def _plan(process_cfg: dict | None, linux_cfg: dict | None) -> _Plan:
     if sc is not None:
         w = "process.scheduler"
         pol = sc.get("policy")
-        if pol not in SCHED_POLICY:
+        if not isinstance(pol, str) or pol not in SCHED_POLICY:
             raise ConfigError(f"{w}.policy", f"unknown policy {pol!r}".replace("'", '"'))
         nice = _int(sc.get("nice", 0), f"{w}.nice", -20, 19)
         if pol in ("SCHED_FIFO", "SCHED_RR"):
@@ -158,7 +158,7 @@ def _plan(process_cfg: dict | None, linux_cfg: dict | None) -> _Plan:
     if mp is not None:
         w = "linux.memoryPolicy"
         mode = mp.get("mode")
-        if mode not in MPOL_MODE:
+        if not isinstance(mode, str) or mode not in MPOL_MODE:
             raise ConfigError(f"{w}.mode", f"unknown mode {mode!r}".replace("'", '"'))
         nodes = parse_list(mp["nodes"], f"{w}.nodes", 4096) if mp.get("nodes") else []
         flags = _names(mp.get("flags"), MPOL_FLAGS, f"{w}.flags", "flag")

@@ -140,6 +140,12 @@ def test_memory_policy(mp, want):
      "linux.memoryPolicy.flags"),
     ({}, {"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_X"]}},
      "linux.memoryPolicy.flags[0]"),
+    # names that are not strings (found by fuzzing: they were TypeErrors)
+    ({}, {"personality": {"domain": ["LINUX"]}}, "linux.personality.domain"),
+    ({"ioPriority": {"class": [], "priority": 1}}, {}, "process.ioPriority.class"),
+    ({"scheduler": {"policy": {}}}, {}, "process.scheduler.policy"),
+    ({"scheduler": {"policy": "SCHED_OTHER", "flags": [["x"]]}}, {}, "process.scheduler.flags[0]"),
+    ({}, {"memoryPolicy": {"mode": ["MPOL_BIND"]}}, "linux.memoryPolicy.mode"),
 ])
 def test_validation_errors(proc, linux, path):
     with pytest.raises(ConfigError) as ei:
