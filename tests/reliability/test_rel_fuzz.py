@@ -77,6 +77,9 @@ def base_config() -> dict:
         "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
                       "args": [{"index": 1, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]}]}
     cfg["hooks"] = {"createRuntime": [{"path": "/bin/true", "args": ["true"], "timeout": 5}]}
+    cfg["linux"]["personality"] = {"domain": "LINUX", "flags": []}
+    cfg["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_BE", "priority": 4}
+    cfg["process"]["scheduler"] = {"policy": "SCHED_OTHER", "nice": 1}
     cfg["annotations"] = {"a": "b"}
     return cfg
 
