@@ -98,8 +98,13 @@ def default_id_map(kind: str, container_id: int) -> list[dict]:
 
 
 def _on_path(name: str) -> bool:
-    return any(os.access(f"{d or '.'}/{name}", os.X_OK)
-               for d in os.getenv("PATH", "/usr/bin:/bin").split(":"))
+    """Will the helper run (subprocess looks it up in our PATH)?"""
+    from ocirun.linux.process import find_executable
+    try:
+        find_executable(name, [f"PATH={os.getenv('PATH', '/usr/bin:/bin')}"])
+    except OciError:
+        return False
+    return True
 
 
 def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict],
