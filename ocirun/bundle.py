@@ -21,9 +21,18 @@ paths recorded at build time: no directory scans of the stdlib). Anything
 else, and every miss, goes the usual way. ocirun starts no threads, so
 the module locks guard nothing here.
 
+Functions a `run` never calls (the committed list bundle_cold.txt, made
+by tools/cold_list.py) are not in their module's code: a stub of the same
+signature stands in and loads the real code on its first call (_Cold).
+That is a fifth of the code on the run path, which every container start
+would otherwise unmarshal and keep (time, and the runtime's peak RSS).
+
 Layout: 4-byte little-endian length N, marshal of
-({module: (is_package, source path, mtime_ns, size, offset, length)},
- {extension module: path of its shared object}),
+({module: (is_package, source path, mtime_ns, size, offset, length,
+           has_cold_functions)},
+ {extension module: path of its shared object},
+ (cold list path, mtime_ns, size)),
+then at N + 4 the cold functions' code objects, each marshalled alone,
 then each module's marshalled code object at N + 4 + offset.
 """
 import sys
@@ -31,7 +40,7 @@ import sys
 import marshal
 import posix
 
-_VERSION = 2
+_VERSION = 3
 _PKG_DIR = __file__.rpartition("/")[0]
 
 
@@ -57,6 +66,7 @@ class _BundleFinder:
         self.spec_type = sys.modules["_frozen_importlib"].ModuleSpec
         self.module_type = type(sys)
         self.slow_find_and_load = None
+        self.cold: dict = {}
         # a forked init may be past pivot_root, where these paths are the
         # container's: children import the usual way (and import nothing)
         self.active = True
@@ -73,14 +83,16 @@ class _BundleFinder:
         except OSError:
             pass
         # edited (or gone): the usual import; rebuilt at the next start
-        try:
-            posix.unlink(self.path)
-        except OSError:
-            pass
+        _unlink(self.path)
         return False
 
     def _code(self, e: tuple):
         return marshal.loads(posix.pread(self.fd, e[5], self.base + e[4]))
+
+    def _exec(self, e: tuple, d: dict) -> None:
+        if e[6]:
+            d["__ocirun_cold__"] = _Cold(self, d)
+        exec(self._code(e), d)
 
     def _spec(self, name: str, e: tuple):
         spec = self.spec_type(name, self, origin=e[1], is_package=e[0])
@@ -99,7 +111,7 @@ class _BundleFinder:
         return None
 
     def exec_module(self, module) -> None:
-        exec(self._code(self.index[module.__spec__.name]), module.__dict__)
+        self._exec(self.index[module.__spec__.name], module.__dict__)
 
     def find_and_load(self, name: str, import_):
         """importlib._bootstrap._find_and_load (called by the interpreter for
@@ -130,7 +142,7 @@ class _BundleFinder:
             d["__path__"] = spec.submodule_search_locations
         modules[name] = mod
         try:
-            exec(self._code(e), d)
+            self._exec(e, d)
         except BaseException:
             modules.pop(name, None)
             raise
@@ -159,6 +171,46 @@ class _BundleFinder:
         return sys.modules[name]
 
 
+class _Cold:
+    """A module's loader of its cold functions (see bundle_build): a stub
+    calls it with where its real code is and calls what it returns. Works
+    in a forked or vforked init too (one pread on the bundle's fd, which
+    stays open until execve)."""
+
+    __slots__ = ("finder", "globals")
+
+    def __init__(self, finder: _BundleFinder, module_globals: dict) -> None:
+        self.finder, self.globals = finder, module_globals
+
+    def __call__(self, off: int, size: int):
+        done = self.finder.cold
+        fn = done.get(off)
+        if fn is None:
+            code = marshal.loads(posix.pread(self.finder.fd, size, self.finder.base + off))
+            fn = done[off] = type(_unlink)(code, self.globals)
+        return fn
+
+
+def _unlink(path: str) -> None:
+    try:
+        posix.unlink(path)
+    except OSError:
+        pass
+
+
+def _check_cold_list(head: tuple, path: str) -> None:
+    """A changed cold list: this bundle still works (stubs only defer), the
+    next start rebuilds it."""
+    lst, mtime, size = head[2]
+    try:
+        st = posix.stat(lst)
+        now = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        now = (0, -1)
+    if now != (mtime, size):
+        _unlink(path)
+
+
 def use_bundle(pkg_dir: str = _PKG_DIR) -> bool:
     """Import the package's modules from the bundle from now on (building it
     if it is missing and we may write it). False: the usual imports."""
@@ -175,11 +227,13 @@ def use_bundle(pkg_dir: str = _PKG_DIR) -> bool:
         return False
     try:
         n = int.from_bytes(posix.pread(fd, 4, 0), "little")
-        index, exts = marshal.loads(posix.pread(fd, n, 4))
+        head = marshal.loads(posix.pread(fd, n, 4))
+        index, exts, _ = head
     except (OSError, ValueError, EOFError, TypeError):
         posix.close(fd)
         return False
     finder = _BundleFinder(fd, index, exts, 4 + n, path)
+    _check_cold_list(head, path)
     e = index.get(__name__)
     if e is not None and not finder._fresh(e):
         # (the launchers' boot() found this module stale: its source is
@@ -204,6 +258,7 @@ def boot(me, fd: int, head: tuple, base: int, path: str) -> None:
         e = finder.index[__name__]
         if not finder._fresh(e):
             raise ImportError(f"{path}: stale")
+        _check_cold_list(head, path)
     except BaseException:
         posix.close(fd)
         raise

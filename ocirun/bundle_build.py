@@ -40,7 +40,8 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     if not sys._xoptions.get("no_debug_ranges"):
         return _build_in_child(pkg_dir, optimize)
     import __future__
-    index, chunks, off, imported = {}, [], 0, set()
+    cold_names = _cold_list(pkg_dir)
+    index, codes, imported, cold = {}, [], set(), _ColdArea()
     for name, path, is_pkg in sorted(_sources(pkg_dir)):
         with open(path, "rb") as f:
             st = posix.fstat(f.fileno())
@@ -54,11 +55,16 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
         code = _without_line_table(
             compile(src, path, "exec", flags=flags, dont_inherit=True, optimize=optimize))
         imported |= _imported_names(code)
-        code = marshal.dumps(code)
-        index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code))
+        n_cold = len(cold.chunks)
+        # (ocirun.bundle itself runs before any loader of cold code exists)
+        code = cold.defer(code, cold_names.get(name, ()) if name != "ocirun.bundle" else ())
+        codes.append((name, is_pkg, path, st, marshal.dumps(code), len(cold.chunks) > n_cold))
+    chunks, off = cold.chunks, cold.size
+    for name, is_pkg, path, st, code, has_cold in codes:
+        index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code), has_cold)
         chunks.append(code)
         off += len(code)
-    head = marshal.dumps((index, _extension_paths(imported)))
+    head = marshal.dumps((index, _extension_paths(imported), _cold_list_stat(pkg_dir)))
     out = bundle_path(pkg_dir, optimize)
     try:
         posix.mkdir(out.rpartition("/")[0], 0o755)
@@ -67,6 +73,121 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     _write_atomic(out, len(head).to_bytes(4, "little") + head + b"".join(chunks))
     _write_boot(out.rpartition("/")[0])
     return out
+
+
+# Cold functions: what a `run` never calls (kill, state, the error paths,
+# ...) but whose modules it imports. Their code goes to the bundle apart;
+# in the module a stub of the same signature stands in, which loads the
+# real code on its first call (ocirun.bundle._Cold). Unmarshalling and
+# keeping that code was a fifth of the run path's code: time and peak RSS of
+# every container start. The list is tools/cold_list.py's, committed.
+COLD_LIST = "bundle_cold.txt"
+_CO_OPTIMIZED, _CO_NEWLOCALS, _CO_VARARGS, _CO_VARKEYWORDS = 0x1, 0x2, 0x4, 0x8
+_MIN_GAIN = 160  # bytes of marshalled code a stub must save to be worth one
+
+
+def _cold_list(pkg_dir: str) -> dict:
+    """{module: {qualname}} from the committed list ("module qualname"
+    lines; # comments)."""
+    out: dict = {}
+    try:
+        with open(f"{pkg_dir}/{COLD_LIST}") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) == 2:
+                    out.setdefault(parts[0], set()).add(parts[1])
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def _cold_list_stat(pkg_dir: str) -> tuple:
+    """What ocirun.bundle compares to see that the list changed since."""
+    path = f"{pkg_dir}/{COLD_LIST}"
+    try:
+        st = posix.stat(path)
+    except FileNotFoundError:
+        return (path, 0, -1)
+    return (path, st.st_mtime_ns, st.st_size)
+
+
+class _ColdArea:
+    """The cold functions' code, each marshalled on its own at the start of
+    the bundle's code area (offsets from there), and their stubs."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+        self.size = 0
+
+    def defer(self, module_code, names: set):
+        """module_code with the listed functions (at module or class level,
+        no closure, their qualname unique in the module) as stubs."""
+        if not names:
+            return module_code
+        seen: dict = {}
+        _walk_defs(module_code, lambda c: seen.__setitem__(c.co_qualname,
+                                                           seen.get(c.co_qualname, 0) + 1))
+        chosen = {q for q in names if seen.get(q) == 1}
+        return _map_defs(module_code, lambda c: self._stub_for(c)
+                         if c.co_qualname in chosen and not c.co_freevars else c)
+
+    def _stub_for(self, code):
+        real = marshal.dumps(code)
+        stub = _stub(code, self.size, len(real))
+        if len(real) - len(marshal.dumps(stub)) < _MIN_GAIN:
+            return code
+        self.chunks.append(real)
+        self.size += len(real)
+        return stub
+
+
+def _is_function(code) -> bool:
+    return code.co_flags & (_CO_OPTIMIZED | _CO_NEWLOCALS) == _CO_OPTIMIZED | _CO_NEWLOCALS
+
+
+def _walk_defs(code, visit) -> None:
+    """visit() each function defined at module or class level."""
+    for c in code.co_consts:
+        if isinstance(c, type(code)):
+            if _is_function(c):
+                visit(c)
+            else:
+                _walk_defs(c, visit)
+
+
+def _map_defs(code, fn):
+    consts = tuple((fn(c) if _is_function(c) else _map_defs(c, fn))
+                   if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_consts=consts)
+
+
+def _stub(code, off: int, size: int):
+    """A function code of code's signature that hands every argument on to
+    the real code (at off, size bytes), loaded by the module's
+    __ocirun_cold__. Defaults and decorators are the stub's: they come from
+    where the module defines it."""
+    flags = code.co_flags
+    npos, nkw = code.co_argcount, code.co_kwonlyargcount
+    names = code.co_varnames
+    pos, kwonly, rest = names[:npos], names[npos:npos + nkw], list(names[npos + nkw:])
+    star = rest.pop(0) if flags & _CO_VARARGS else None
+    starstar = rest.pop(0) if flags & _CO_VARKEYWORDS else None
+    params = list(pos)
+    if code.co_posonlyargcount:
+        params.insert(code.co_posonlyargcount, "/")
+    if star or kwonly:
+        params.append(f"*{star or ''}")
+    params += kwonly
+    args = list(pos) + ([f"*{star}"] if star else []) + [f"{k}={k}" for k in kwonly]
+    if starstar:
+        params.append(f"**{starstar}")
+        args.append(f"**{starstar}")
+    src = (f"def _({', '.join(params)}):\n"
+           f"    return __ocirun_cold__({off}, {size})({', '.join(args)})\n")
+    stub = next(c for c in compile(src, code.co_filename, "exec", dont_inherit=True).co_consts
+                if isinstance(c, type(code)))
+    return stub.replace(co_name=code.co_name, co_qualname=code.co_qualname,
+                        co_firstlineno=code.co_firstlineno, co_linetable=b"")
 
 
 # What the launchers run first (see ocirun.bundle.boot), compiled here so

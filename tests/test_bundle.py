@@ -150,7 +150,202 @@ def test_an_edited_bundle_module_is_imported_from_source_and_rebuilt(tree):
     import marshal
     with open(_bundle(tree), "rb") as f:
         n = int.from_bytes(f.read(4), "little")
-        index, _ = marshal.loads(f.read(n))
+        index = marshal.loads(f.read(n))[0]
     assert index["ocirun.bundle"][3] == os.path.getsize(src)
     r = _launch(tree, "--version")
     assert r.returncode == 0 and "ocirun.bundle" not in _imported(r), r.stderr
+
+
+# Functions of every shape the cold-code stubs must hand on exactly: their
+# results say what each received.
+COLD_PROBE_MODULE = """
+import functools
+
+_NEVER = None
+
+def plain(a, b=2, *rest, c, d=4, **kw):
+    if _NEVER:
+PAD
+    return ("plain", a, b, rest, c, d, sorted(kw.items()))
+
+def posonly(a, b=7, /, c=8):
+    if _NEVER:
+PAD
+    return ("posonly", a, b, c)
+
+def gen(n):
+    if _NEVER:
+PAD
+    yield from range(n)
+
+def wrapped(f):
+    @functools.wraps(f)
+    def w(*a, **k):
+        return ("wrapped", f(*a, **k))
+    return w
+
+@wrapped
+def decorated(x, *, y=1):
+    if _NEVER:
+PAD
+    return x + y
+
+def closure_maker(x):
+    if _NEVER:
+PAD
+    def inner():
+        return x
+    return inner
+
+class K:
+    factor = 3
+
+    def __init__(self, v=5):
+        if _NEVER:
+PAD
+        self.v = v
+
+    def method(self, m, *, scale=None):
+        if _NEVER:
+PAD
+        return self.v * m * (scale or self.factor)
+
+    @staticmethod
+    def static(a, b=1):
+        if _NEVER:
+PAD
+        return ("static", a, b)
+
+    @classmethod
+    def klass(cls, n=2):
+        if _NEVER:
+PAD
+        return (cls.__name__, n)
+
+    @property
+    def prop(self):
+        if _NEVER:
+PAD
+        return self.v + 100
+
+    def supered(self):
+        if _NEVER:
+PAD
+        return super().__repr__()[:1]
+
+def raising(x):
+    if _NEVER:
+PAD
+    raise ValueError(f"bad {x}")
+""".replace("PAD\n", "".join(f"            print({i}, 'padding: a stub must save some code to be made')\n"
+                               for i in range(6)))
+
+COLD_PROBE_LIST = """# probe
+ocirun._coldprobe plain
+ocirun._coldprobe posonly
+ocirun._coldprobe gen
+ocirun._coldprobe decorated
+ocirun._coldprobe closure_maker
+ocirun._coldprobe K.__init__
+ocirun._coldprobe K.method
+ocirun._coldprobe K.static
+ocirun._coldprobe K.klass
+ocirun._coldprobe K.prop
+ocirun._coldprobe K.supered
+ocirun._coldprobe raising
+ocirun._coldprobe no_such_function
+"""
+
+COLD_PROBE_CALLS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "bundle":
+    from ocirun.bundle import use_bundle
+    if not use_bundle():  # (no assert: -OO drops it)
+        sys.exit("no bundle")
+from ocirun import _coldprobe as m
+out = []
+def call(f, *a, **k):
+    try:
+        out.append(repr(f(*a, **k)))
+    except Exception as e:
+        out.append(f"{type(e).__name__}: {e}")
+call(m.plain, 1, c=3)
+call(m.plain, 1, 5, 6, 7, c=3, d=9, z=0)
+call(m.plain, 1)
+call(m.plain, a=1, b=2, c=3)
+call(m.posonly, 1)
+call(m.posonly, 1, 2, c=3)
+call(m.posonly, a=1)
+call(lambda: list(m.gen(3)))
+call(m.decorated, 1, y=5)
+call(m.decorated, 1, 2)
+call(m.closure_maker(42))
+k = m.K()
+call(k.method, 2)
+call(k.method, 2, scale=10)
+call(m.K.method, m.K(1), 3)
+call(m.K.static, 4)
+call(k.static, 4, b=5)
+call(m.K.klass)
+call(lambda: k.prop)
+call(k.supered)
+call(m.raising, 7)
+call(lambda: (m.plain.__name__, m.plain.__qualname__, m.K.method.__qualname__,
+              m.decorated.__name__, m.plain.__defaults__, m.plain.__kwdefaults__))
+print("\n".join(out))
+stubs = sorted(q for q, f in [("plain", m.plain), ("posonly", m.posonly), ("gen", m.gen),
+                              ("K.__init__", m.K.__init__), ("K.method", m.K.method),
+                              ("K.static", m.K.static), ("K.klass", m.K.klass.__func__),
+                              ("K.prop", m.K.prop.fget), ("raising", m.raising),
+                              ("closure_maker", m.closure_maker), ("K.supered", m.K.supered)]
+               if "__ocirun_cold__" in f.__code__.co_names)
+print("STUBS", " ".join(stubs))
+"""
+
+
+def _cold_probe(tree: str, how: str) -> tuple[list, str]:
+    r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", COLD_PROBE_CALLS, tree, how],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    *lines, stubs = r.stdout.splitlines()
+    return lines, stubs
+
+
+def test_cold_functions_are_stubs_that_behave_as_the_source(tree):
+    pkg = os.path.join(tree, "ocirun")
+    with open(os.path.join(pkg, "_coldprobe.py"), "w") as f:
+        f.write(COLD_PROBE_MODULE)
+    with open(os.path.join(pkg, "bundle_cold.txt"), "w") as f:
+        f.write(COLD_PROBE_LIST)
+    from_source, _ = _cold_probe(tree, "source")
+    from_bundle, stubs = _cold_probe(tree, "bundle")
+    assert _bundle(tree)
+    assert from_bundle == from_source
+    # every listed function became a stub but the one using super() (its
+    # __class__ cell makes it a closure)
+    assert stubs == "STUBS K.__init__ K.klass K.method K.prop K.static closure_maker gen plain posonly raising"
+    assert "TypeError: plain() missing 1 required keyword-only argument: 'c'" in from_bundle
+    assert "ValueError: bad 7" in from_source
+
+
+def test_a_changed_cold_list_makes_the_next_start_rebuild(tree):
+    _probe(tree)
+    first = _bundle(tree)
+    with open(os.path.join(tree, "ocirun", "bundle_cold.txt"), "a") as f:
+        f.write("ocirun.cli main\n")
+    got = _probe(tree)
+    assert got["loader"] == "_BundleFinder"  # the old one still serves this start
+    assert not os.path.exists(first)
+    _probe(tree)
+    assert _bundle(tree)
+
+
+def test_the_cold_list_holds_nothing_a_run_calls():
+    """tools/cold_list.py --check traces a real `run` (bin/ocirun's path: the
+    bundle, the vforked init) and lists the functions on the committed list
+    that it called. Any such is loaded late at every start: regenerate the
+    list (tools/cold_list.py) after changing the run path."""
+    r = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "tools", "cold_list.py"), "--check"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
