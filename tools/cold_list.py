@@ -6,6 +6,11 @@ unmarshals nor keeps it.
 
     tools/cold_list.py            (as root: it runs one busybox container)
     tools/cold_list.py --check    list what the committed list gets wrong
+    tools/cold_list.py --mark-hot [--systemd-cgroup]
+                                  move what a run here calls to the list's
+                                  hot part (for a kind of host the list was
+                                  not made on, e.g. cgroup v2: see
+                                  tools/vm/cold-list-v2.sh)
 
 A stale list costs speed, never correctness: a listed function that a run
 does call is loaded then (tests/test_bundle.py checks there is none).
@@ -23,6 +28,11 @@ HEADER = """\
 # Functions a `run` of a container never calls, in modules it imports: the
 # launchers' bundle loads their code on a first call only. Written by
 # tools/cold_list.py; regenerate it after changing the run path.
+"""
+
+HOT_HEADER = """\
+# Called by a run on another kind of host (tools/cold_list.py --mark-hot):
+# never listed cold.
 """
 
 # Run in a fresh interpreter with the launchers' flags: bin/ocirun's run
@@ -43,15 +53,15 @@ def prof(frame, event, arg):
             called.add(key)
             os.write(out, ("%s %s\n" % key).encode())
 from ocirun.cli import run_and_exit
-sys.argv = ["ocirun", "--root", root, "run", "-b", bundle, "coldlist%d" % os.getpid()]
+sys.argv = ["ocirun", "--root", root, *sys.argv[5:], "run", "-b", bundle, "coldlist%d" % os.getpid()]
 sys.setprofile(prof)
 run_and_exit()
 """
 
 
-def trace_run(repo: str = REPO) -> tuple[set, dict]:
+def trace_run(repo: str = REPO, global_args: tuple = ()) -> tuple[set, dict]:
     """({(source file, qualname) called}, {module: source file}) of one
-    real `run` of /bin/true."""
+    real `run` of /bin/true (global_args: e.g. --systemd-cgroup)."""
     sys.path.insert(0, os.path.join(repo, "tools"))
     import mkbundle
     with tempfile.TemporaryDirectory(prefix="ocirun-cold-") as tmp:
@@ -63,7 +73,7 @@ def trace_run(repo: str = REPO) -> tuple[set, dict]:
                        check=True)
         rd, wr = os.pipe()
         proc = subprocess.Popen(["/usr/bin/python3", "-ISOO", "-c", _TRACER, str(wr), root,
-                                 bundle, repo], pass_fds=(wr,), stdin=subprocess.DEVNULL,
+                                 bundle, repo, *global_args], pass_fds=(wr,), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL)
         os.close(wr)
         with os.fdopen(rd) as f:
@@ -100,20 +110,60 @@ def cold_functions(called: set, modules: dict) -> list[tuple[str, str]]:
     return sorted(set(rows))
 
 
+def _read_list() -> tuple[set, set]:
+    """({(module, qualname)} listed cold, {(module, qualname)} marked hot:
+    "! module qualname" lines, what a run calls on another kind of host)."""
+    cold, hot = set(), set()
+    try:
+        with open(LIST) as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) == 2:
+                    cold.add(tuple(parts))
+                elif len(parts) == 3 and parts[0] == "!":
+                    hot.add(tuple(parts[1:]))
+    except FileNotFoundError:
+        pass
+    return cold, hot
+
+
+def _write_list(cold, hot) -> None:
+    with open(LIST + ".tmp", "w") as f:
+        f.write(HEADER + "".join(f"{m} {q}\n" for m, q in sorted(cold)))
+        if hot:
+            f.write(HOT_HEADER + "".join(f"! {m} {q}\n" for m, q in sorted(hot)))
+    os.replace(LIST + ".tmp", LIST)
+
+
+def _defined(pkg: str, mod: str, q: str) -> bool:
+    rel = mod.split(".", 1)[1].replace(".", "/") if "." in mod else "__init__"
+    for path in (f"{pkg}/{rel}.py", f"{pkg}/{rel}/__init__.py"):
+        if os.path.exists(path):
+            return q in defined_functions(path)
+    return False
+
+
 def main(argv: list[str]) -> int:
     sys.path.insert(0, REPO)
-    called, modules = trace_run()
-    cold = cold_functions(called, modules)
-    if "--check" in argv:
-        from ocirun.bundle_build import _cold_list
-        listed = {(m, q) for m, qs in _cold_list(os.path.join(REPO, "ocirun")).items() for q in qs}
-        wrong = sorted(listed - set(cold))
+    global_args = tuple(a for a in argv if a in ("--systemd-cgroup",))
+    called, modules = trace_run(global_args=global_args)
+    listed, hot = _read_list()
+    ran = {(m, q) for m, p in modules.items() for (path, q) in called if path == p}
+    if "--check" in argv or "--mark-hot" in argv:
+        pkg = os.path.join(REPO, "ocirun")
+        wrong = sorted(listed & ran)
+        gone = sorted(e for e in listed if not _defined(pkg, *e))
+        if "--mark-hot" in argv:
+            _write_list(listed - set(wrong), hot | set(wrong))
+            print(f"{LIST}: {len(wrong)} functions marked hot")
+            return 0
         for m, q in wrong:
-            print(f"listed but called by a run (or gone): {m} {q}")
-        return 1 if wrong else 0
-    with open(LIST + ".tmp", "w") as f:
-        f.write(HEADER + "".join(f"{m} {q}\n" for m, q in cold))
-    os.replace(LIST + ".tmp", LIST)
+            print(f"listed but called by a run: {m} {q}")
+        for m, q in gone:
+            print(f"listed but not defined any more: {m} {q}")
+        return 1 if wrong or gone else 0
+    cold = set(cold_functions(called, modules)) - hot
+    _write_list(cold, hot)
     print(f"{LIST}: {len(cold)} functions")
     return 0
 
