@@ -86,18 +86,28 @@ _CO_OPTIMIZED, _CO_NEWLOCALS, _CO_VARARGS, _CO_VARKEYWORDS = 0x1, 0x2, 0x4, 0x8
 _MIN_GAIN = 160  # bytes of marshalled code a stub must save to be worth one
 
 
-def _cold_list(pkg_dir: str) -> dict:
-    """{module: {qualname}} from the committed list ("module qualname"
-    lines; # comments)."""
-    out: dict = {}
+def read_cold_list(path: str) -> tuple[set, set]:
+    """({(module, qualname)} listed cold, {(module, qualname)} marked hot)
+    from the list's "module qualname" and "! module qualname" lines."""
+    cold, hot = set(), set()
     try:
-        with open(f"{pkg_dir}/{COLD_LIST}") as f:
+        with open(path) as f:
             for line in f:
                 parts = line.split("#", 1)[0].split()
                 if len(parts) == 2:
-                    out.setdefault(parts[0], set()).add(parts[1])
+                    cold.add(tuple(parts))
+                elif len(parts) == 3 and parts[0] == "!":
+                    hot.add(tuple(parts[1:]))
     except FileNotFoundError:
         pass
+    return cold, hot
+
+
+def _cold_list(pkg_dir: str) -> dict:
+    """{module: {qualname}} of the functions listed cold."""
+    out: dict = {}
+    for mod, qualname in read_cold_list(f"{pkg_dir}/{COLD_LIST}")[0]:
+        out.setdefault(mod, set()).add(qualname)
     return out
 
 

@@ -110,23 +110,6 @@ def cold_functions(called: set, modules: dict) -> list[tuple[str, str]]:
     return sorted(set(rows))
 
 
-def _read_list() -> tuple[set, set]:
-    """({(module, qualname)} listed cold, {(module, qualname)} marked hot:
-    "! module qualname" lines, what a run calls on another kind of host)."""
-    cold, hot = set(), set()
-    try:
-        with open(LIST) as f:
-            for line in f:
-                parts = line.split("#", 1)[0].split()
-                if len(parts) == 2:
-                    cold.add(tuple(parts))
-                elif len(parts) == 3 and parts[0] == "!":
-                    hot.add(tuple(parts[1:]))
-    except FileNotFoundError:
-        pass
-    return cold, hot
-
-
 def _write_list(cold, hot) -> None:
     with open(LIST + ".tmp", "w") as f:
         f.write(HEADER + "".join(f"{m} {q}\n" for m, q in sorted(cold)))
@@ -147,7 +130,8 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, REPO)
     global_args = tuple(a for a in argv if a in ("--systemd-cgroup",))
     called, modules = trace_run(global_args=global_args)
-    listed, hot = _read_list()
+    from ocirun.bundle_build import read_cold_list
+    listed, hot = read_cold_list(LIST)
     ran = {(m, q) for m, p in modules.items() for (path, q) in called if path == p}
     if "--check" in argv or "--mark-hot" in argv:
         pkg = os.path.join(REPO, "ocirun")
