@@ -187,7 +187,7 @@ class _Cold:
         fn = done.get(off)
         if fn is None:
             code = marshal.loads(posix.pread(self.finder.fd, size, self.finder.base + off))
-            fn = done[off] = type(_unlink)(code, self.globals)
+            fn = done[off] = _Function(code, self.globals)
         return fn
 
 
@@ -196,6 +196,9 @@ def _unlink(path: str) -> None:
         posix.unlink(path)
     except OSError:
         pass
+
+
+_Function = type(_unlink)
 
 
 def _check_cold_list(head: tuple, path: str) -> None:

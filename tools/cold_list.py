@@ -17,6 +17,7 @@ does call is loaded then (tests/test_bundle.py checks there is none).
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -91,14 +92,15 @@ def trace_run(repo: str = REPO, global_args: tuple = ()) -> tuple[set, dict]:
     return called, modules
 
 
-def defined_functions(path: str):
+@functools.lru_cache(maxsize=None)
+def defined_functions(path: str) -> tuple:
     """(qualname) of the functions at module or class level in a source."""
     from ocirun import bundle_build
     with open(path, "rb") as f:
         code = compile(f.read(), path, "exec", dont_inherit=True)
     out: list = []
     bundle_build._walk_defs(code, lambda c: out.append(c.co_qualname) if not c.co_freevars else None)
-    return out
+    return tuple(out)
 
 
 def cold_functions(called: set, modules: dict) -> list[tuple[str, str]]:
@@ -136,11 +138,11 @@ def main(argv: list[str]) -> int:
     if "--check" in argv or "--mark-hot" in argv:
         pkg = os.path.join(REPO, "ocirun")
         wrong = sorted(listed & ran)
-        gone = sorted(e for e in listed if not _defined(pkg, *e))
         if "--mark-hot" in argv:
             _write_list(listed - set(wrong), hot | set(wrong))
             print(f"{LIST}: {len(wrong)} functions marked hot")
             return 0
+        gone = sorted(e for e in listed if not _defined(pkg, *e))
         for m, q in wrong:
             print(f"listed but called by a run: {m} {q}")
         for m, q in gone:
