@@ -6,24 +6,18 @@ stdlib `json` module is still used where its extras pay (indentation for
 humans, line/column numbers in error messages).
 """
 import _json
+import sys
 
 
-class _Ctx:
-    """The attributes _json.make_scanner reads from a JSONDecoder."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    memo: dict = {}
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+def _parse_constant(name: str) -> float:
+    return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
 
 
-_scan = _json.make_scanner(_Ctx())
+# what _json.make_scanner reads from a JSONDecoder (a namespace, not a
+# class: a class costs ~15 µs to create at every start)
+_scan = _json.make_scanner(type(sys.implementation)(
+    strict=True, object_hook=None, object_pairs_hook=None, parse_float=float, parse_int=int,
+    parse_constant=_parse_constant))
 _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
                              False, False, True)
 _encode_sorted = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
@@ -46,8 +40,6 @@ def loads(data: bytes | str):
         # SystemError: the C scanner could not build its JSONDecodeError
         # because json.decoder is not loaded; the caller asks json for details
         raise ValueError("not a JSON document") from None
-    finally:
-        _Ctx.memo.clear()
     while end < n and s[end] in _WS:
         end += 1
     if end != n:
