@@ -23,7 +23,16 @@ OCI_VERSION = "1.3.0"  # the runtime-spec version ocirun implements (state, feat
 def __getattr__(name: str):
     # loaded on first use: the launchers import this package before they
     # install the bytecode bundle, so whatever it imports here is found and
-    # read the slow way (and `import ocirun.cli` stays lean)
+    # read the slow way (and `import ocirun.cli` stays lean). The first
+    # `from ocirun import <submodule>` of each submodule asks here too: that
+    # path only checks the name.
+    if name in __all__:
+        return _load_public(name)
+    raise AttributeError(name)
+
+
+def _load_public(name: str):
+    """A public name, from its module (imported now if it is not yet)."""
     if name in ("OciError", "ConfigError", "NotSupported", "ContainerExists",
                 "ContainerNotFound", "StateError"):
         from ocirun import errors

@@ -129,12 +129,16 @@ def parse(argv: list[str], spec: dict, stop_at_positional: bool = False,
 
 
 def _need_id(a: Args, cmd: str, extra_ok: int = 0) -> str:
-    if not a.pos:
-        raise _usage_error(f'"{cmd}" requires a container id')
-    if len(a.pos) > 1 + extra_ok:
-        raise _usage_error(f'"{cmd}" takes {1 + extra_ok} argument(s), got {len(a.pos)}: '
-                           + " ".join(a.pos))
+    if not a.pos or len(a.pos) > 1 + extra_ok:
+        raise _id_args_error(a, cmd, extra_ok)
     return a.pos[0]
+
+
+def _id_args_error(a: Args, cmd: str, extra_ok: int):
+    if not a.pos:
+        return _usage_error(f'"{cmd}" requires a container id')
+    return _usage_error(f'"{cmd}" takes {1 + extra_ok} argument(s), got {len(a.pos)}: '
+                        + " ".join(a.pos))
 
 
 def _print_json(obj) -> None:
@@ -187,65 +191,93 @@ def _extra():
 
 
 def dispatch(cmd: str, rest: list[str], g: Args) -> int:
-    from ocirun import container as ctr
-    root = g.opts.get("root")
     if cmd not in COMMANDS:
         return _external(cmd).dispatch(cmd, rest, g)
-    spec = COMMANDS[cmd][2]
-    a = parse(rest, spec, stop_at_positional=False)
+    a = parse(rest, COMMANDS[cmd][2], stop_at_positional=False)
     if a.opts.get("help"):
         return _help(cmd)
-    if cmd == "create":
-        cid = _need_id(a, cmd)
-        ctr.create(cid, a.opts.get("bundle", "."), root, _create_opts(a, g))
-        return 0
-    if cmd == "run":
-        cid = _need_id(a, cmd)
-        return ctr.run(cid, a.opts.get("bundle", "."), root, _create_opts(a, g),
-                       detach=a.opts.get("detach", False), then_exit=_exits_after)
-    if cmd == "start":
-        ctr.start(_need_id(a, cmd), root, os.getenv("NOTIFY_SOCKET") or None)
-        return 0
-    if cmd == "state":
-        _print_json(ctr.state(_need_id(a, cmd), root))
-        return 0
-    if cmd == "kill":
-        cid = _need_id(a, cmd, extra_ok=1)
-        sig = parse_signal(a.pos[1]) if len(a.pos) > 1 else 15
-        ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
-        for i in ids:
-            ctr.kill(i, sig, root, a.opts.get("all", False))
-        return 0
-    if cmd == "delete":
-        cid = _need_id(a, cmd)
-        ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
-        for i in ids:
-            ctr.delete(i, root, a.opts.get("force", False))
-        return 0
-    if cmd == "list":
-        if a.pos:
-            raise _usage_error('"list" takes no arguments')
-        states = ctr.list_containers(root)
-        fmt = a.opts.get("format", "table")
-        if a.opts.get("quiet"):
-            sys.stdout.write("".join(s["id"] + "\n" for s in states))
-        elif fmt == "json":
-            _print_json(states or None)
-        elif fmt == "table":
-            _extra().print_table(states)
-        else:
-            raise _usage_error(f"invalid format option {fmt!r}: use table or json")
-        return 0
-    if cmd == "spec":
-        return _extra().write_spec(a)
-    raise _usage_error(f"unknown command {cmd!r}")  # pragma: no cover
+    return _HANDLERS[cmd](a, g)
+
+
+def _cmd_create(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    cid = _need_id(a, "create")
+    ctr.create(cid, a.opts.get("bundle", "."), g.opts.get("root"), _create_opts(a, g))
+    return 0
+
+
+def _cmd_run(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    cid = _need_id(a, "run")
+    return ctr.run(cid, a.opts.get("bundle", "."), g.opts.get("root"), _create_opts(a, g),
+                   detach=a.opts.get("detach", False), then_exit=_exits_after)
+
+
+def _cmd_start(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    ctr.start(_need_id(a, "start"), g.opts.get("root"), os.getenv("NOTIFY_SOCKET") or None)
+    return 0
+
+
+def _cmd_state(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    _print_json(ctr.state(_need_id(a, "state"), g.opts.get("root")))
+    return 0
+
+
+def _cmd_kill(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    root = g.opts.get("root")
+    cid = _need_id(a, "kill", extra_ok=1)
+    sig = parse_signal(a.pos[1]) if len(a.pos) > 1 else 15
+    ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
+    for i in ids:
+        ctr.kill(i, sig, root, a.opts.get("all", False))
+    return 0
+
+
+def _cmd_delete(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    root = g.opts.get("root")
+    cid = _need_id(a, "delete")
+    ids = _extra().ids_matching(cid, root) if a.opts.get("regex") else [cid]
+    for i in ids:
+        ctr.delete(i, root, a.opts.get("force", False))
+    return 0
+
+
+def _cmd_list(a: Args, g: Args) -> int:
+    from ocirun import container as ctr
+    if a.pos:
+        raise _usage_error('"list" takes no arguments')
+    states = ctr.list_containers(g.opts.get("root"))
+    fmt = a.opts.get("format", "table")
+    if a.opts.get("quiet"):
+        sys.stdout.write("".join(s["id"] + "\n" for s in states))
+    elif fmt == "json":
+        _print_json(states or None)
+    elif fmt == "table":
+        _extra().print_table(states)
+    else:
+        raise _usage_error(f"invalid format option {fmt!r}: use table or json")
+    return 0
+
+
+def _cmd_spec(a: Args, g: Args) -> int:
+    return _extra().write_spec(a)
+
+
+# one function per command (a: its arguments, g: the global options), so
+# that a command loads only its own code
+_HANDLERS = {"create": _cmd_create, "run": _cmd_run, "start": _cmd_start,
+             "state": _cmd_state, "kill": _cmd_kill, "delete": _cmd_delete,
+             "list": _cmd_list, "spec": _cmd_spec}
 
 
 def main(argv: list[str] | None = None) -> int:
     import gc
     gc.disable()  # a short-lived process: collection only costs time
     from ocirun import log
-    from ocirun.errors import OciError
     argv = sys.argv[1:] if argv is None else argv
     g = Args()
     try:
@@ -271,23 +303,37 @@ def main(argv: list[str] | None = None) -> int:
             return _help()
         cmd = ALIASES.get(rest[0], rest[0])
         if cmd == "help":
-            return _help(rest[1] if len(rest) > 1 and rest[1] in _all_commands() else None)
+            return _help_command(rest[1:])
         if cmd not in COMMANDS and (cmd not in EXTERNAL or _external(cmd) is None):
             raise _usage_error(f"unknown command {rest[0]!r} (see ocirun --help)")
         return dispatch(cmd, rest[1:], g)
-    except OciError as e:
+    except (Exception, KeyboardInterrupt) as e:
+        return _report_error(e)
+
+
+def _help_command(args: list[str]) -> int:
+    """`ocirun help [COMMAND]`: an unknown COMMAND gets the general help."""
+    return _help(args[0] if args and args[0] in _all_commands() else None)
+
+
+def _report_error(e: BaseException) -> int:
+    """The exit code for an error that ended main(), after logging it as
+    one line (never a traceback)."""
+    from ocirun import log
+    from ocirun.errors import OciError
+    if isinstance(e, OciError):
         log.error(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
+    if isinstance(e, KeyboardInterrupt):
         return 130
-    except BrokenPipeError:
+    if isinstance(e, BrokenPipeError):
         return 1
-    except OSError as e:  # a system error nobody turned into an OciError: still one line
+    if isinstance(e, OSError):  # a system error nobody turned into an OciError: still one line
         log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
-    except Exception as e:  # a bug: still one line, with what is needed to find it
-        log.error(f"internal error: {type(e).__name__}: {e}")
-        return 1
+    # a bug: still one line, with what is needed to find it
+    log.error(f"internal error: {type(e).__name__}: {e}")
+    return 1
 
 
 _exits_after = False  # main() returns to run_and_exit, which exits at once

@@ -49,17 +49,14 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
                          no_new_keyring=opts.no_new_keyring,
                          preserve_fds=opts.preserve_fds, wait_fifo=not _foreground)
     namespaces.check_paths(plan.ns, plan.linux.get("namespaces") or [])
-    planmod.check_hook_paths(plan.hooks)
+    if plan.hooks:
+        planmod.check_hook_paths(plan.hooks)
     prepare_security(plan, cfg, c.root)
     if plan.net_devices:
         from ocirun.linux import netdev
         netdev.check_host(plan.net_devices)
     if plan.process.terminal or opts.console_socket:
-        from ocirun.linux import terminal
-        terminal.check_terminal_args(plan.process.terminal, opts.console_socket,
-                                     detach=not _foreground)
-        if opts.console_socket:
-            terminal.check_console_socket(opts.console_socket)
+        _check_terminal(plan, opts, _foreground)
     mgr = _new_cgroup_manager(plan.linux, cid, opts, plan.ns.new_user, layout)
     data = {"id": cid, "pid": 0, "status": "creating", "bundle": bundle, "rootfs": plan.rootfs,
             "created": _now_rfc3339(), "owner": "" if os.geteuid() == 0 else str(os.geteuid()),
@@ -67,18 +64,12 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
             "config": cfg,
             "cgroup": mgr.to_state() if mgr is not None else None}
     if not plan.has_mount_ns:
-        # its mounts land in our namespace, under the rootfs: remember
-        # what was there, so that delete (or a failed create) removes
-        # exactly what the container added
-        from ocirun.linux.mountinfo import ids_under
-        data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
+        _remember_host_mounts(data, plan.rootfs)
     c.sd.make(data)  # before the cgroup exists: a killed create leaves what to delete
     pid = 0
     try:
         if opts.notify_socket:
-            notify.make_dir(c.sd.path)
-            if _foreground:  # (its init may exec before we could bind later)
-                c._notify = notify.Relay(c.sd.path, opts.notify_socket)
+            _prepare_notify(c, opts.notify_socket, _foreground)
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -94,6 +85,33 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
     c._created = data
     c.sd.unlock()
     return c
+
+
+def _check_terminal(plan, opts, foreground: bool) -> None:
+    from ocirun.linux import terminal
+    terminal.check_terminal_args(plan.process.terminal, opts.console_socket,
+                                 detach=not foreground)
+    if opts.console_socket:
+        terminal.check_console_socket(opts.console_socket)
+
+
+def _remember_host_mounts(data: dict, rootfs: str) -> None:
+    """No mount namespace: the container's mounts land in ours, under the
+    rootfs. Remember what was there, so that delete (or a failed create)
+    removes exactly what the container added."""
+    from ocirun.linux.mountinfo import ids_under
+    data["host_mounts"] = {"root": rootfs, "before": sorted(ids_under(rootfs))}
+
+
+def _prepare_notify(c, notify_socket: str, foreground: bool) -> None:
+    """The container's NOTIFY_SOCKET directory; and for a foreground run the
+    relay to the caller's socket, bound now (its init may exec before we
+    could bind later)."""
+    from ocirun import notify
+    notify.make_dir(c.sd.path)
+    if foreground:
+        c._notify = notify.Relay(c.sd.path, notify_socket)
+
 
 def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     if c._then_exit and _vfork_fits(plan, mgr, opts):
@@ -225,9 +243,7 @@ def prepare_security(plan, cfg: dict, root: str) -> None:
     proc = cfg["process"]
     if any(proc.get(f) is not None for f in _SCHED_PROCESS) or \
             any(plan.linux.get(f) is not None for f in _SCHED_LINUX):
-        from ocirun.linux import sched
-        sched.validate(proc, plan.linux)
-        plan.process.sched = plan.linux
+        _prepare_sched(plan, proc)
     # no capabilities object means no capabilities at all (as runc)
     from ocirun.linux import caps
     plan.process.caps = caps.parse(proc.get("capabilities"), "process.capabilities",
@@ -235,13 +251,23 @@ def prepare_security(plan, cfg: dict, root: str) -> None:
     from ocirun.kernel import capability  # noqa: F401  (the init uses it after pivot_root)
     sc = plan.linux.get("seccomp")
     if sc is not None:
-        from ocirun.linux import seccomp
-        plan.process.seccomp = seccomp.compile(sc, "linux.seccomp",
-                                               cache_dir=os.path.join(root, ".cache", "seccomp"))
-        from ocirun.kernel import seccomp as _kseccomp  # noqa: F401  (loaded before the fork)
+        _prepare_seccomp(plan, sc, root)
     if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
         from ocirun.linux import lsm
         lsm.check(proc, plan.linux)
+
+
+def _prepare_sched(plan, proc: dict) -> None:
+    from ocirun.linux import sched
+    sched.validate(proc, plan.linux)
+    plan.process.sched = plan.linux
+
+
+def _prepare_seccomp(plan, sc: dict, root: str) -> None:
+    from ocirun.linux import seccomp
+    plan.process.seccomp = seccomp.compile(sc, "linux.seccomp",
+                                           cache_dir=os.path.join(root, ".cache", "seccomp"))
+    from ocirun.kernel import seccomp as _kseccomp  # noqa: F401  (loaded before the fork)
 
 
 def _socket_activation(cfg: dict) -> None:
@@ -252,11 +278,15 @@ def _socket_activation(cfg: dict) -> None:
     n = os.getenv("LISTEN_FDS", "")
     if not n.isdigit() or int(n) == 0 or os.getenv("LISTEN_PID") != str(os.getpid()):
         return
+    _set_listen_env(cfg, int(n))
+
+
+def _set_listen_env(cfg: dict, n: int) -> None:
     proc = cfg.get("process")
     if not isinstance(proc, dict):
         return
     env = [e for e in proc.get("env") or [] if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-    proc["env"] = env + [f"LISTEN_FDS={int(n)}", "LISTEN_PID=1"]
+    proc["env"] = env + [f"LISTEN_FDS={n}", "LISTEN_PID=1"]
 
 
 def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bool,

@@ -16,18 +16,26 @@ def configure(path: str | None = None, fmt: str = "text", level: str | None = No
     opened is an error of the command, even of one that logs nothing."""
     _state["json"] = fmt == "json"
     _state["level"] = 10 if debug else _LEVELS.get(level or "warning", 30)
-    if _state["fd"] >= 0:
-        os.close(_state["fd"])
-        _state["fd"] = -1
+    if _state["fd"] >= 0:  # (main() run again in this process)
+        _close_file()
     _state["path"] = None
     if path and path != "/dev/stderr":
-        try:
-            _state["fd"] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                   0o644)
-        except OSError as e:
-            from ocirun.errors import OciError
-            raise OciError(f"--log {path}: cannot open it: {e.strerror}") from None
-        _state["path"] = path
+        _open_file(path)
+
+
+def _close_file() -> None:
+    os.close(_state["fd"])
+    _state["fd"] = -1
+
+
+def _open_file(path: str) -> None:
+    try:
+        _state["fd"] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o644)
+    except OSError as e:
+        from ocirun.errors import OciError
+        raise OciError(f"--log {path}: cannot open it: {e.strerror}") from None
+    _state["path"] = path
 
 
 def _stamp() -> str:

@@ -88,14 +88,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.uid_maps = linux.get("uidMappings") or []
     plan.gid_maps = linux.get("gidMappings") or []
     if plan.ns.new_user and not (plan.uid_maps and plan.gid_maps):
-        # as crun (runc refuses): the runtime's own ids, and what
-        # /etc/subuid (/etc/subgid) grants it, see userns.default_id_map
-        from ocirun.linux import userns
-        user = (cfg.get("process") or {}).get("user") or {}
-        if not plan.uid_maps:
-            plan.uid_maps = userns.default_id_map("uid", user.get("uid", 0))
-        if not plan.gid_maps:
-            plan.gid_maps = userns.default_id_map("gid", user.get("gid", 0))
+        _default_id_maps(plan, cfg)
     plan.time_offsets = linux.get("timeOffsets")
     steps = mounts.plan_mounts(cfg.get("mounts") or [], bundle)
     plan.mounts_now, plan.mounts_later = mounts.split_deferred(steps)
@@ -113,16 +106,9 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.runtime_is_root = os.geteuid() == 0  # (only root may prepare mounts on the host)
     plan.net_devices = linux.get("netDevices") or {}
     if plan.net_devices:
-        if "network" not in plan.ns.new and "network" not in plan.ns.paths:
-            raise ConfigError("linux.netDevices", "moving network devices needs a network namespace")
-        if os.geteuid() != 0:
-            raise ConfigError("linux.netDevices", "moving network devices needs root "
-                                                  "(not supported for rootless containers)")
-    _check_sysctl(plan.sysctl, plan.ns)
-    dn = plan.sysctl.get("kernel.domainname")
-    if dn is not None and plan.domainname is not None and dn != plan.domainname:
-        raise ConfigError("linux.sysctl.kernel.domainname",
-                          f'{dn!r} conflicts with the OCI "domainname" field {plan.domainname!r}')
+        _check_net_devices(plan.ns)
+    if plan.sysctl:
+        _check_sysctl(plan.sysctl, plan.ns, plan.domainname)
     proc = cfg.get("process")
     if proc is None:
         raise ConfigError("process", "is required to create a container")
@@ -136,16 +122,40 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
     plan.wait_fifo = wait_fifo
     plan.mount_label = linux.get("mountLabel")
     if plan.mount_label:
-        # SELinux: filesystems the container mounts get the label (as runc);
-        # create refuses a mountLabel on a host without SELinux (lsm.check)
-        from ocirun.linux import lsm
-        for step in plan.mounts_now + plan.mounts_later:
-            if not step.bind and step.fstype in _LABELLED_FS:
-                step.data = lsm.mount_data(step.data, plan.mount_label)
+        _label_mounts(plan)
     plan.console_fd = -1
     plan.cgroup_join = None  # set by the runtime: cgroups.manager.SelfJoin
     plan.cgroup_binds = None  # set by the runtime: linux.cgroupfs.planned_binds
     return plan
+
+
+def _default_id_maps(plan: InitPlan, cfg: dict) -> None:
+    """A new user namespace without (some of) its mappings: as crun (runc
+    refuses), the runtime's own ids, and what /etc/subuid (/etc/subgid)
+    grants it, see userns.default_id_map."""
+    from ocirun.linux import userns
+    user = (cfg.get("process") or {}).get("user") or {}
+    if not plan.uid_maps:
+        plan.uid_maps = userns.default_id_map("uid", user.get("uid", 0))
+    if not plan.gid_maps:
+        plan.gid_maps = userns.default_id_map("gid", user.get("gid", 0))
+
+
+def _label_mounts(plan: InitPlan) -> None:
+    """SELinux: filesystems the container mounts get the mountLabel (as
+    runc); create refuses a mountLabel on a host without SELinux (lsm.check)."""
+    from ocirun.linux import lsm
+    for step in plan.mounts_now + plan.mounts_later:
+        if not step.bind and step.fstype in _LABELLED_FS:
+            step.data = lsm.mount_data(step.data, plan.mount_label)
+
+
+def _check_net_devices(ns) -> None:
+    if "network" not in ns.new and "network" not in ns.paths:
+        raise ConfigError("linux.netDevices", "moving network devices needs a network namespace")
+    if os.geteuid() != 0:
+        raise ConfigError("linux.netDevices", "moving network devices needs root "
+                                              "(not supported for rootless containers)")
 
 
 def _check_without_mount_ns(cfg: dict, linux: dict) -> None:
@@ -165,7 +175,10 @@ def _check_without_mount_ns(cfg: dict, linux: dict) -> None:
                                            "(it would change the host's mounts)")
 
 
-def _check_sysctl(sysctl: dict, ns) -> None:
+def _check_sysctl(sysctl: dict, ns, domainname: str | None) -> None:
+    """As runc: only sysctls of a namespace the container has its own of
+    (anything else would change the host), consistent with the config's
+    hostname and domainname."""
     have = ns.new | set(ns.paths)
     for k in sysctl:
         if k in _SYSCTL_IPC or k.startswith("fs.mqueue."):
@@ -181,6 +194,10 @@ def _check_sysctl(sysctl: dict, ns) -> None:
                 raise ConfigError(f"linux.sysctl.{k}", 'conflicts with the OCI "hostname" field')
         else:
             raise ConfigError(f"linux.sysctl.{k}", "is not namespaced: refusing to change the host")
+    dn = sysctl.get("kernel.domainname")
+    if dn is not None and domainname is not None and dn != domainname:
+        raise ConfigError("linux.sysctl.kernel.domainname",
+                          f'{dn!r} conflicts with the OCI "domainname" field {domainname!r}')
 
 
 def check_hook_paths(hooks: dict) -> None:

@@ -30,17 +30,18 @@ class Checker:
         return ConfigError(path, msg, self.file)
 
     def typed(self, value, typ, path: str):
-        if typ is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif typ is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, typ)
-        if not ok:
-            raise self.fail(path, f"must be {_TYPE_NAMES[typ]}, got {_json_type(value)}")
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            return self._mistyped(value, typ, path)
         if typ is str and "\0" in value:  # (no path, argument or name the kernel takes has one)
             raise self.fail(path, "must not contain a NUL character")
         return value
+
+    def _mistyped(self, value, typ, path: str):
+        """The rare case: value is not a typ, or is a bool where an int is
+        wanted. An integer is still a JSON number (float); the rest fails."""
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise self.fail(path, f"must be {_TYPE_NAMES[typ]}, got {_json_type(value)}")
 
     def get(self, obj: dict, key: str, typ, path: str, default=None, required=False):
         if key not in obj or obj[key] is None:
@@ -95,18 +96,25 @@ def read_json(path: str, name: str):
     """Parse a JSON input file; errors name the file (one line)."""
     try:
         data = os.read_bytes(path)
-    except FileNotFoundError:
-        raise ConfigError("", f"cannot read {path}: no such file", name) from None
     except OSError as e:
-        raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
+        raise _unreadable(path, name, e) from None
     from ocirun.jsonutil import loads
     try:
         cfg = loads(data)
     except (ValueError, RecursionError, SystemError, StopIteration):
         # the bare _json scanner reports some truncated documents as a
         # SystemError or a stray StopIteration: all mean "not JSON"
-        raise ConfigError("", f"malformed JSON: {json_error(data)}", name) from None
+        raise _malformed(data, name) from None
     return cfg
+
+
+def _unreadable(path: str, name: str, e: OSError) -> ConfigError:
+    why = "no such file" if isinstance(e, FileNotFoundError) else e.strerror
+    return ConfigError("", f"cannot read {path}: {why}", name)
+
+
+def _malformed(data: bytes, name: str) -> ConfigError:
+    return ConfigError("", f"malformed JSON: {json_error(data)}", name)
 
 
 def json_error(data: bytes) -> str:
@@ -158,12 +166,7 @@ def validate(cfg, c: Checker) -> None:
         check_process(proc, "process", c)
     hooks = c.get(cfg, "hooks", dict, "")
     if hooks is not None:
-        for kind, lst in hooks.items():
-            if kind not in HOOK_KINDS:
-                raise c.fail(f"hooks.{kind}", "unknown hook kind")
-            c.typed(lst, list, f"hooks.{kind}")
-            for i, h in enumerate(lst):
-                check_hook(h, f"hooks.{kind}[{i}]", c)
+        check_hooks(hooks, c)
     linux = c.get(cfg, "linux", dict, "")
     if linux is not None:
         check_linux(linux, c)
@@ -171,6 +174,15 @@ def validate(cfg, c: Checker) -> None:
 
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer",
               "poststart", "poststop")
+
+
+def check_hooks(hooks: dict, c: Checker) -> None:
+    for kind, lst in hooks.items():
+        if kind not in HOOK_KINDS:
+            raise c.fail(f"hooks.{kind}", "unknown hook kind")
+        c.typed(lst, list, f"hooks.{kind}")
+        for i, h in enumerate(lst):
+            check_hook(h, f"hooks.{kind}[{i}]", c)
 
 
 def check_hook(h, path: str, c: Checker) -> None:
@@ -191,8 +203,14 @@ def check_mount(m, path: str, c: Checker) -> None:
     c.get(m, "type", str, path)
     c.get(m, "source", str, path)
     c.strlist(m, "options", path)
+    if "uidMappings" in m or "gidMappings" in m:
+        check_idmaps(m, path, c)
+
+
+def check_idmaps(obj: dict, path: str, c: Checker) -> None:
+    """The uidMappings and gidMappings of obj (a mount, or linux)."""
     for key in ("uidMappings", "gidMappings"):
-        for i, idm in enumerate(c.get(m, key, list, path, [])):
+        for i, idm in enumerate(c.get(obj, key, list, path, [])):
             check_idmap(idm, f"{path}.{key}[{i}]", c)
 
 
@@ -223,16 +241,16 @@ def check_process(proc, path: str, c: Checker, exec_process: bool = False) -> No
     c.get(proc, "terminal", bool, path)
     cs = c.get(proc, "consoleSize", dict, path)
     if cs is not None:
-        c.uint(cs, "height", f"{path}.consoleSize", required=True)
-        c.uint(cs, "width", f"{path}.consoleSize", required=True)
+        check_console_size(cs, f"{path}.consoleSize", c)
     user = c.get(proc, "user", dict, path, required=not exec_process)
     if user is not None:
         up = f"{path}.user"
         c.uint(user, "uid", up, required=True)
         c.uint(user, "gid", up, required=True)
         c.uint(user, "umask", up)
-        for i, g in enumerate(c.get(user, "additionalGids", list, up, [])):
-            c.uint({"g": g}, "g", f"{up}.additionalGids[{i}]")
+        gids = c.get(user, "additionalGids", list, up)
+        if gids:
+            check_additional_gids(gids, f"{up}.additionalGids", c)
     caps = c.get(proc, "capabilities", dict, path)
     if caps is not None:
         for k, v in caps.items():
@@ -261,6 +279,16 @@ def check_process(proc, path: str, c: Checker, exec_process: bool = False) -> No
         raise c.fail(f"{path}.oomScoreAdj", "must be between -1000 and 1000")
 
 
+def check_console_size(cs: dict, path: str, c: Checker) -> None:
+    c.uint(cs, "height", path, required=True)
+    c.uint(cs, "width", path, required=True)
+
+
+def check_additional_gids(gids: list, path: str, c: Checker) -> None:
+    for i, g in enumerate(gids):
+        c.uint({"g": g}, "g", f"{path}[{i}]")
+
+
 def check_linux(linux: dict, c: Checker) -> None:
     seen = set()
     for i, ns in enumerate(c.get(linux, "namespaces", list, "linux", [])):
@@ -275,21 +303,54 @@ def check_linux(linux: dict, c: Checker) -> None:
         nsp = c.get(ns, "path", str, p)
         if nsp is not None and not nsp.startswith("/"):
             raise c.fail(f"{p}.path", f"must be an absolute path, got {nsp!r}")
-    for key in ("uidMappings", "gidMappings"):
-        for i, idm in enumerate(c.get(linux, key, list, "linux", [])):
-            check_idmap(idm, f"linux.{key}[{i}]", c)
-    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in seen:
-        raise c.fail("linux.uidMappings", "mappings need a user namespace")
+    if "uidMappings" in linux or "gidMappings" in linux:
+        check_linux_idmaps(linux, "user" in seen, c)
     for key in ("maskedPaths", "readonlyPaths"):
         for i, p in enumerate(c.strlist(linux, key, "linux")):
             if not p.startswith("/"):
                 raise c.fail(f"linux.{key}[{i}]", f"must be an absolute path, got {p!r}")
-    sysctl = c.get(linux, "sysctl", dict, "linux", {})
+    sysctl = c.get(linux, "sysctl", dict, "linux")
+    if sysctl:
+        check_sysctl(sysctl, c)
+    devices = c.get(linux, "devices", list, "linux")
+    if devices:
+        check_devices(devices, c)
+    c.get(linux, "cgroupsPath", str, "linux")
+    res = c.get(linux, "resources", dict, "linux")
+    if res is not None:
+        check_resources_shape(res, c)
+    prop = c.get(linux, "rootfsPropagation", str, "linux")
+    if prop is not None and prop not in PROPAGATIONS:
+        raise c.fail("linux.rootfsPropagation", f"unknown propagation {prop!r}")
+    offsets = c.get(linux, "timeOffsets", dict, "linux")
+    if offsets is not None:
+        check_time_offsets(offsets, "time" in seen, c)
+    c.get(linux, "seccomp", dict, "linux")
+    c.get(linux, "mountLabel", str, "linux")
+    c.get(linux, "personality", dict, "linux")
+    if linux.get("intelRdt") is not None:
+        raise NotSupported("linux.intelRdt", "Intel RDT", c.file)
+    nd = c.get(linux, "netDevices", dict, "linux")
+    if nd:
+        check_net_devices(nd, c)
+
+
+def check_linux_idmaps(linux: dict, has_user_ns: bool, c: Checker) -> None:
+    """has_user_ns: whether the config asks for a user namespace."""
+    check_idmaps(linux, "linux", c)
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and not has_user_ns:
+        raise c.fail("linux.uidMappings", "mappings need a user namespace")
+
+
+def check_sysctl(sysctl: dict, c: Checker) -> None:
     for k, v in sysctl.items():
         c.typed(v, str, f"linux.sysctl.{k}")
         if "/" in k or ".." in k.split(".") or "\0" in k:
             raise c.fail(f"linux.sysctl.{k}", "invalid sysctl name")
-    for i, d in enumerate(c.get(linux, "devices", list, "linux", [])):
+
+
+def check_devices(devices: list, c: Checker) -> None:
+    for i, d in enumerate(devices):
         p = f"linux.devices[{i}]"
         c.typed(d, dict, p)
         c.get(d, "path", str, p, required=True)
@@ -302,50 +363,41 @@ def check_linux(linux: dict, c: Checker) -> None:
         c.uint(d, "fileMode", p)
         c.uint(d, "uid", p)
         c.uint(d, "gid", p)
-    c.get(linux, "cgroupsPath", str, "linux")
-    res = c.get(linux, "resources", dict, "linux")
-    if res is not None:
-        check_resources_shape(res, c)
-    prop = c.get(linux, "rootfsPropagation", str, "linux")
-    if prop is not None and prop not in PROPAGATIONS:
-        raise c.fail("linux.rootfsPropagation", f"unknown propagation {prop!r}")
-    offsets = c.get(linux, "timeOffsets", dict, "linux")
-    if offsets is not None:
-        if "time" not in seen:
-            raise c.fail("linux.timeOffsets", "needs a time namespace")
-        for clock, off in offsets.items():
-            p = f"linux.timeOffsets.{clock}"
-            if clock not in ("boottime", "monotonic"):
-                raise c.fail(p, "unknown clock (boottime or monotonic)")
-            c.typed(off, dict, p)
-            c.get(off, "secs", int, p)
-            n = c.uint(off, "nanosecs", p)
-            if n is not None and n >= 10 ** 9:
-                raise c.fail(f"{p}.nanosecs", "must be below 1000000000")
-    c.get(linux, "seccomp", dict, "linux")
-    c.get(linux, "mountLabel", str, "linux")
-    c.get(linux, "personality", dict, "linux")
-    if linux.get("intelRdt") is not None:
-        raise NotSupported("linux.intelRdt", "Intel RDT", c.file)
-    nd = c.get(linux, "netDevices", dict, "linux")
-    if nd:
-        from ocirun.linux.netdev import name_problem
-        names = {}
-        for host, dev in nd.items():
-            p = f"linux.netDevices.{host}"
-            c.typed(dev, dict, p)
-            bad = name_problem(host, template_ok=False)
-            if bad:
-                raise c.fail(p, bad)
-            new = c.get(dev, "name", str, p)
-            bad = new is not None and name_problem(new, template_ok=True)
-            if bad:
-                raise c.fail(f"{p}.name", bad)
-            new = new or host
-            if new in names and "%" not in new:
-                raise c.fail(f"{p}.name", f"{new!r} is also the name of "
-                                          f"linux.netDevices.{names[new]}")
-            names[new] = host
+
+
+def check_time_offsets(offsets: dict, has_time_ns: bool, c: Checker) -> None:
+    """has_time_ns: whether the config asks for a new time namespace."""
+    if not has_time_ns:
+        raise c.fail("linux.timeOffsets", "needs a time namespace")
+    for clock, off in offsets.items():
+        p = f"linux.timeOffsets.{clock}"
+        if clock not in ("boottime", "monotonic"):
+            raise c.fail(p, "unknown clock (boottime or monotonic)")
+        c.typed(off, dict, p)
+        c.get(off, "secs", int, p)
+        n = c.uint(off, "nanosecs", p)
+        if n is not None and n >= 10 ** 9:
+            raise c.fail(f"{p}.nanosecs", "must be below 1000000000")
+
+
+def check_net_devices(nd: dict, c: Checker) -> None:
+    from ocirun.linux.netdev import name_problem
+    names = {}
+    for host, dev in nd.items():
+        p = f"linux.netDevices.{host}"
+        c.typed(dev, dict, p)
+        bad = name_problem(host, template_ok=False)
+        if bad:
+            raise c.fail(p, bad)
+        new = c.get(dev, "name", str, p)
+        bad = new is not None and name_problem(new, template_ok=True)
+        if bad:
+            raise c.fail(f"{p}.name", bad)
+        new = new or host
+        if new in names and "%" not in new:
+            raise c.fail(f"{p}.name", f"{new!r} is also the name of "
+                                      f"linux.netDevices.{names[new]}")
+        names[new] = host
 
 
 def check_resources_shape(res: dict, c: Checker) -> None:
@@ -355,17 +407,28 @@ def check_resources_shape(res: dict, c: Checker) -> None:
     for key, typ in (("cpu", dict), ("memory", dict), ("pids", dict), ("blockIO", dict),
                      ("network", dict), ("unified", dict), ("devices", list)):
         c.get(res, key, typ, p)  # (the cgroup code reads them as these)
-    for i, h in enumerate(c.get(res, "hugepageLimits", list, p, [])):
-        hp = f"{p}.hugepageLimits[{i}]"
+    hugepages = c.get(res, "hugepageLimits", list, p)
+    if hugepages:
+        check_hugepage_limits(hugepages, c)
+    rdma = c.get(res, "rdma", dict, p)
+    if rdma:
+        check_rdma(rdma, c)
+
+
+def check_hugepage_limits(limits: list, c: Checker) -> None:
+    for i, h in enumerate(limits):
+        hp = f"linux.resources.hugepageLimits[{i}]"
         c.typed(h, dict, hp)
         size = c.get(h, "pageSize", str, hp, required=True)
         num, unit = size[:-2], size[-2:]
         if unit not in ("KB", "MB", "GB") or not num.isdigit() or num.startswith("0"):
             raise c.fail(f"{hp}.pageSize", f"malformed page size {size!r} (e.g. \"2MB\")")
         c.uint(h, "limit", hp, required=True, bits=64)
-    rdma = c.get(res, "rdma", dict, p)
-    for dev, lim in (rdma or {}).items():
-        rp = f"{p}.rdma.{dev}"
+
+
+def check_rdma(rdma: dict, c: Checker) -> None:
+    for dev, lim in rdma.items():
+        rp = f"linux.resources.rdma.{dev}"
         c.typed(lim, dict, rp)
         c.uint(lim, "hcaHandles", rp)
         c.uint(lim, "hcaObjects", rp)
