@@ -73,6 +73,13 @@ def mount(rootfd: int, step, cgroupns: bool,
     from ocirun.kernel import syscalls as k
     if planned is not None and not cgroupns and _bind_planned(k, rootfd, step, planned):
         return
+    _mount_from_own_cgroups(k, rootfd, step, cgroupns)
+
+
+def _mount_from_own_cgroups(k, rootfd: int, step, cgroupns: bool) -> None:
+    """The general case of mount(): the layout of the host's hierarchies
+    and the init's cgroups read from /proc (the runtime could not name
+    them, or there is a cgroup namespace)."""
     flags = step.flags
     hier = host_hierarchies()
     own = own_cgroups()
@@ -128,16 +135,8 @@ def _bind_planned(k, rootfd: int, step, planned: list[tuple[str, str, str]]) -> 
     """The bind mounts of `planned` (see planned_binds); False if they do
     not fit this mount (the general code then decides)."""
     flags = step.flags | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    v2 = [src for mnt, fstype, src in planned if fstype == "cgroup2"]
     if step.fstype == "cgroup2" or (len(planned) == 1 and planned[0][0] == _ROOT):
-        if len(v2) != 1:
-            return False
-        tfd = mounts.make_path(rootfd, step.dest, True)
-        try:
-            mounts.attach(mounts.bind_tree(v2[0], False, flags), tfd)
-        finally:
-            os.close(tfd)
-        return True
+        return _bind_planned_unified(rootfd, step, planned, flags)
     names = [(mnt[len(_ROOT) + 1:], src) for mnt, _, src in planned
              if mnt.startswith(_ROOT + "/")]
     if any("/" in name for name, _ in names):
@@ -160,6 +159,21 @@ def _bind_planned(k, rootfd: int, step, planned: list[tuple[str, str, str]]) -> 
         k.mount_setattr(dfd, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE, attr_set, attr_clr)
     finally:
         os.close(dfd)
+    return True
+
+
+def _bind_planned_unified(rootfd: int, step, planned: list[tuple[str, str, str]],
+                          flags: int) -> bool:
+    """_bind_planned for a cgroup2 mount or a v2-only host: one bind of the
+    container's cgroup2 directory."""
+    v2 = [src for mnt, fstype, src in planned if fstype == "cgroup2"]
+    if len(v2) != 1:
+        return False
+    tfd = mounts.make_path(rootfd, step.dest, True)
+    try:
+        mounts.attach(mounts.bind_tree(v2[0], False, flags), tfd)
+    finally:
+        os.close(tfd)
     return True
 
 

@@ -40,19 +40,25 @@ def plan_devices(devices: list[dict], dev_is_bound: bool) -> list[Device]:
         for path, t, ma, mi in DEFAULT_DEVICES:
             out[path] = Device(path, _TYPES[t] | 0o666, ma, mi, 0, 0)
     for i, d in enumerate(devices):
-        path = d["path"]
-        # "MAY be anywhere in the container filesystem, notably outside of
-        # /dev" (config-linux.md); it is made inside the rootfs whatever it says
-        if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
-            raise ConfigError(f"linux.devices[{i}].path",
-                              f"must be an absolute path inside the container: {path!r}")
-        # cleaned as runc does (filepath.Clean): "/mnt/" names /mnt, "//dev/./x" /dev/x
-        path = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
-        mode = d.get("fileMode")
-        out[path] = Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
-                           d.get("major") or 0, d.get("minor") or 0,  # (null: as absent)
-                           d.get("uid") or 0, d.get("gid") or 0)
+        dev = _plan_device(i, d)
+        out[dev.path] = dev
     return list(out.values())
+
+
+def _plan_device(i: int, d: dict) -> Device:
+    """linux.devices[i], validated, its path cleaned."""
+    path = d["path"]
+    # "MAY be anywhere in the container filesystem, notably outside of
+    # /dev" (config-linux.md); it is made inside the rootfs whatever it says
+    if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
+        raise ConfigError(f"linux.devices[{i}].path",
+                          f"must be an absolute path inside the container: {path!r}")
+    # cleaned as runc does (filepath.Clean): "/mnt/" names /mnt, "//dev/./x" /dev/x
+    path = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    mode = d.get("fileMode")
+    return Device(path, _TYPES[d["type"]] | (0o666 if mode is None else mode & 0o7777),
+                  d.get("major") or 0, d.get("minor") or 0,  # (null: as absent)
+                  d.get("uid") or 0, d.get("gid") or 0)
 
 
 def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool,
@@ -97,16 +103,21 @@ def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> None:
         try:
             os.mknod(name, d.mode, dev, dir_fd=pfd)
         except FileExistsError:
-            try:
-                os.unlink(name, dir_fd=pfd)
-            except IsADirectoryError:
-                raise OciError(f"cannot create device {d.path}: a directory is in the way") \
-                    from None
-            os.mknod(name, d.mode, dev, dir_fd=pfd)
+            _replace_node(pfd, name, d, dev)
     except OSError as e:
         raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
     if d.uid != os.geteuid() or d.gid != os.getegid() or setgid_parent:
         os.chown(name, d.uid, d.gid, dir_fd=pfd, follow_symlinks=False)
+
+
+def _replace_node(pfd: int, name: str, d: Device, dev: int) -> None:
+    """_mknod where the name is taken: unlink it and make the node (a
+    directory in the way is an error)."""
+    try:
+        os.unlink(name, dir_fd=pfd)
+    except IsADirectoryError:
+        raise OciError(f"cannot create device {d.path}: a directory is in the way") from None
+    os.mknod(name, d.mode, dev, dir_fd=pfd)
 
 
 def _bind_device(rootfd: int, pfd: int, name: str, d: Device, source: str | int) -> None:

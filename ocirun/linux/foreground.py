@@ -149,18 +149,8 @@ class forward_signals:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import _signal
         if self._saved and self._restore:
-            # Blocked while the handlers go back: a signal caught by the C
-            # handler just as its Python handler is reset would otherwise be
-            # reported ("Signal N ignored due to race condition"). What
-            # arrives meanwhile is delivered after, to the restored handlers.
-            mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, self._saved)
-            try:
-                for sig, old in self._saved.items():
-                    _signal.signal(sig, old)
-            finally:
-                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            self._restore_handlers()
         self._saved.clear()
         # None first: a handler that runs between the two (restore=False
         # leaves them in place) must drop its signal, not send it to a
@@ -168,6 +158,20 @@ class forward_signals:
         fd, self._pidfd = self._pidfd, None
         if self._own_pidfd and fd is not None:
             os.close(fd)
+
+    def _restore_handlers(self) -> None:
+        """Put back the handlers __enter__ replaced, with the signals blocked
+        meanwhile: a signal caught by the C handler just as its Python
+        handler is reset would otherwise be reported ("Signal N ignored due
+        to race condition"). What arrives meanwhile is delivered after, to
+        the restored handlers."""
+        import _signal
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, self._saved)
+        try:
+            for sig, old in self._saved.items():
+                _signal.signal(sig, old)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
     def wait(self) -> int:
         """Block until the process exits; its exit_code().

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 def unescape(s: str) -> str:
     """Undo mountinfo's octal escapes (\\040 for a space, \\134 for a backslash...)."""
-    if "\\" not in s:
-        return s
+    return _unescape_octal(s) if "\\" in s else s
+
+
+def _unescape_octal(s: str) -> str:
+    """unescape() of a field that has escapes (rare: a mount point with a
+    blank or a backslash in it)."""
     out, i = [], 0
     while i < len(s):
         if s[i] == "\\" and s[i + 1:i + 4].isdigit() and len(s[i + 1:i + 4]) == 3:

@@ -126,17 +126,11 @@ def plan_mounts(mounts: list[dict], bundle: str) -> list[MountStep]:
         bind = bool(flags & _MS_BIND) or fstype in ("bind", "rbind")
         source = m.get("source") or ""
         if bind:
-            if not source:
-                raise ConfigError(f"{path}.source", "a bind mount needs a source")
-            if not source.startswith("/"):
-                source = os.path.join(bundle, source)
-            recursive = bool(flags & _MS_REC) or fstype == "rbind"
+            source, recursive = _plan_bind_source(path, source, bundle, flags, fstype)
         else:
             if not fstype or fstype == "none":
                 raise ConfigError(f"{path}.type", "is required for a mount that is not a bind mount")
             recursive = False
-            if fstype == "overlay" or fstype == "cgroup":
-                pass
             if not source:
                 source = fstype
         if ("idmap" in extra or "ridmap" in extra or m.get("uidMappings")) and not bind:
@@ -148,6 +142,17 @@ def plan_mounts(mounts: list[dict], bundle: str) -> list[MountStep]:
             recursive=recursive, extra=extra, path=path,
             uid_mappings=m.get("uidMappings"), gid_mappings=m.get("gidMappings")))
     return steps
+
+
+def _plan_bind_source(path: str, source: str, bundle: str, flags: int,
+                      fstype: str) -> tuple[str, bool]:
+    """A bind mount's source (a relative one is under the bundle) and
+    whether it is recursive."""
+    if not source:
+        raise ConfigError(f"{path}.source", "a bind mount needs a source")
+    if not source.startswith("/"):
+        source = os.path.join(bundle, source)
+    return source, bool(flags & _MS_REC) or fstype == "rbind"
 
 
 def split_deferred(steps: list[MountStep]) -> tuple[list[MountStep], list[MountStep]]:
@@ -200,6 +205,12 @@ def make_path(rootfd: int, path: str, is_dir: bool = True, mode: int = 0o755) ->
         pass
     if _make_leaf(rootfd, path, is_dir, mode):
         return resolve(rootfd, path)
+    return _make_path_walk(rootfd, path, is_dir, mode)
+
+
+def _make_path_walk(rootfd: int, path: str, is_dir: bool, mode: int) -> int:
+    """make_path's general case, one component at a time: several names
+    missing, or a dangling symlink to follow."""
     links = 0
     todo = [p for p in path.split("/") if p and p != "."]
     cur = ""
@@ -234,8 +245,7 @@ def make_path(rootfd: int, path: str, is_dir: bool = True, mode: int = 0o755) ->
                     pass
             else:
                 try:
-                    os.close(os.open(part, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW |
-                                     os.O_CLOEXEC, 0o644, dir_fd=pfd))
+                    _create_file(pfd, part)
                 except FileExistsError:
                     pass
         finally:
@@ -261,13 +271,20 @@ def _make_leaf(rootfd: int, path: str, is_dir: bool, mode: int) -> bool:
         if is_dir:
             os.mkdir(leaf, mode, dir_fd=pfd)
         else:
-            os.close(os.open(leaf, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
-                             os.O_CLOEXEC, 0o644, dir_fd=pfd))
+            _create_file(pfd, leaf, exclusive=True)
     except FileExistsError:
         return False
     finally:
         os.close(pfd)
     return True
+
+
+def _create_file(dir_fd: int, name: str, exclusive: bool = False) -> None:
+    """An empty file to mount a file on (never through a symlink)."""
+    flags = os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if exclusive:
+        flags |= os.O_EXCL
+    os.close(os.open(name, flags, 0o644, dir_fd=dir_fd))
 
 
 def attrs_from_flags(flags: int, clear: int) -> tuple[int, int]:
@@ -360,92 +377,120 @@ def prepare_bind(step: MountStep, userns_fd: int = -1) -> int:
 def apply_mount(rootfd: int, step: MountStep, userns_fd: int = -1, tree: int = -1) -> None:
     """Execute one MountStep under the root opened as rootfd (a bind from
     `tree` when the runtime prepared it)."""
-    k = _sys()
     if step.bind:
-        if tree < 0:
-            tree = prepare_bind(step, userns_fd)
-        try:
-            tfd = make_path(rootfd, step.dest, stat.S_ISDIR(os.fstat(tree).st_mode))
-        except BaseException:
-            os.close(tree)
-            raise
-        try:
-            attach(tree, tfd)
-        except OSError as e:
-            raise OciError(f"{step.path}: cannot mount {step.source} on {step.dest}: "
-                           f"{e.strerror}") from None
-        finally:
-            os.close(tfd)
+        _apply_bind(rootfd, step, userns_fd, tree)
         return
+    k = _sys()
     if step.fstype in ("proc", "sysfs"):
         # CVE-2019-16884 class: never mount proc/sys through a symlink
         try:
             tfd = resolve(rootfd, step.dest, nofollow_last=True)
-        except FileNotFoundError:
-            tfd = make_path(rootfd, step.dest, True)
         except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise OciError(f"{step.path}: {step.dest} is a symlink; "
-                               f"refusing to mount {step.fstype} there") from None
-            raise
+            tfd = _kernel_fs_dest_unresolved(rootfd, step, e)
         if not stat.S_ISDIR(os.fstat(tfd).st_mode):
             os.close(tfd)
             raise OciError(f"{step.path}: {step.fstype} destination {step.dest} is not a directory")
     else:
         tfd = make_path(rootfd, step.dest, True)
     try:
-        copyup = "tmpcopyup" in step.extra and step.fstype == "tmpfs"
-        if copyup:
-            src_dir = os.open(fdpath(tfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+        if "tmpcopyup" in step.extra and step.fstype == "tmpfs":
+            _mount_tmpfs_copyup(k, rootfd, step, tfd)
+        else:
             _mount_fs(k, step, fdpath(tfd))
-            if copyup:
-                newfd = resolve(rootfd, step.dest)
-                try:
-                    _copy_tree(src_dir, fdpath(newfd))
-                finally:
-                    os.close(newfd)
-        finally:
-            if copyup:
-                os.close(src_dir)
     finally:
         os.close(tfd)
     if step.propagation or step.rec_set or step.rec_clr:
-        nfd = resolve(rootfd, step.dest)
+        _apply_propagation(k, rootfd, step)
+
+
+def _apply_bind(rootfd: int, step: MountStep, userns_fd: int, tree: int) -> None:
+    """apply_mount for a bind mount (from `tree` when the runtime prepared it)."""
+    if tree < 0:
+        tree = prepare_bind(step, userns_fd)
+    try:
+        tfd = make_path(rootfd, step.dest, stat.S_ISDIR(os.fstat(tree).st_mode))
+    except BaseException:
+        os.close(tree)
+        raise
+    try:
+        attach(tree, tfd)
+    except OSError as e:
+        raise OciError(f"{step.path}: cannot mount {step.source} on {step.dest}: "
+                       f"{e.strerror}") from None
+    finally:
+        os.close(tfd)
+
+
+def _kernel_fs_dest_unresolved(rootfd: int, step: MountStep, err: OSError) -> int:
+    """A proc/sysfs destination the no-symlink lookup did not open: a
+    missing one is created (an O_PATH fd of it is returned), a symlink is
+    refused, any other error is raised again."""
+    if isinstance(err, FileNotFoundError):
+        return make_path(rootfd, step.dest, True)
+    if err.errno == errno.ELOOP:
+        raise OciError(f"{step.path}: {step.dest} is a symlink; "
+                       f"refusing to mount {step.fstype} there") from None
+    raise err
+
+
+def _mount_tmpfs_copyup(k, rootfd: int, step: MountStep, tfd: int) -> None:
+    """tmpcopyup: the new tmpfs starts with what the directory held before."""
+    src_dir = os.open(fdpath(tfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _mount_fs(k, step, fdpath(tfd))
+        newfd = resolve(rootfd, step.dest)
         try:
-            for p in step.propagation:
-                k.mount(None, fdpath(nfd), None, p)
-            if step.rec_set or step.rec_clr:
-                k.mount_setattr(nfd, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE, step.rec_set, step.rec_clr)
+            _copy_tree(src_dir, fdpath(newfd))
         finally:
-            os.close(nfd)
+            os.close(newfd)
+    finally:
+        os.close(src_dir)
+
+
+def _apply_propagation(k, rootfd: int, step: MountStep) -> None:
+    """A mount's propagation options and recursive attributes ("rro"...),
+    set on the mount just made."""
+    nfd = resolve(rootfd, step.dest)
+    try:
+        for p in step.propagation:
+            k.mount(None, fdpath(nfd), None, p)
+        if step.rec_set or step.rec_clr:
+            k.mount_setattr(nfd, "", k.AT_EMPTY_PATH | k.AT_RECURSIVE, step.rec_set, step.rec_clr)
+    finally:
+        os.close(nfd)
 
 
 def _mount_fs(k, step: MountStep, target: str) -> None:
     try:
         k.mount(step.source, target, step.fstype, step.flags, step.data or None)
     except OSError as e:
-        if e.errno == errno.EPERM and step.fstype == "sysfs":
-            # no network namespace of our own (rootless): bind the host's /sys
-            # (target is /proc/self/fd/N, resolved inside the rootfs: follow it)
-            # (recursive: every mount below the host's /sys gets the flags too)
-            rec = _ATTR_NOSUID | _ATTR_NODEV | _ATTR_NOEXEC | \
-                (_ATTR_RDONLY if step.flags & _MS_RDONLY else 0)
-            tree = bind_tree("/sys", True, step.flags | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                             rec_set=rec)
-            try:
-                k.move_mount(tree, "", -100, target,
-                             k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_SYMLINKS)
-            except OSError as e2:
-                raise OciError(f"{step.path}: bind of the host's /sys on {step.dest} "
-                               f"(sysfs refused: no network namespace of our own): "
-                               f"{e2.strerror}") from None
-            finally:
-                os.close(tree)
-            return
-        if e.errno == errno.ENODEV:
-            raise OciError(f"{step.path}: unknown filesystem type {step.fstype!r}") from None
-        raise OciError(f"{step.path}: mount {step.fstype} on {step.dest}: {e.strerror}") from None
+        _mount_fs_failed(k, step, target, e)
+
+
+def _mount_fs_failed(k, step: MountStep, target: str, err: OSError) -> None:
+    """mount(2) refused: a rootless sysfs falls back to a bind of the
+    host's /sys; anything else becomes an OciError naming the mount."""
+    if err.errno == errno.EPERM and step.fstype == "sysfs":
+        # no network namespace of our own (rootless): bind the host's /sys
+        # (target is /proc/self/fd/N, resolved inside the rootfs: follow it)
+        # (recursive: every mount below the host's /sys gets the flags too)
+        rec = _ATTR_NOSUID | _ATTR_NODEV | _ATTR_NOEXEC | \
+            (_ATTR_RDONLY if step.flags & _MS_RDONLY else 0)
+        tree = bind_tree("/sys", True, step.flags | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                         rec_set=rec)
+        try:
+            k.move_mount(tree, "", -100, target,
+                         k.MOVE_MOUNT_F_EMPTY_PATH | k.MOVE_MOUNT_T_SYMLINKS)
+        except OSError as e2:
+            raise OciError(f"{step.path}: bind of the host's /sys on {step.dest} "
+                           f"(sysfs refused: no network namespace of our own): "
+                           f"{e2.strerror}") from None
+        finally:
+            os.close(tree)
+        return
+    if err.errno == errno.ENODEV:
+        raise OciError(f"{step.path}: unknown filesystem type {step.fstype!r}") from None
+    raise OciError(f"{step.path}: mount {step.fstype} on {step.dest}: {err.strerror}") from None
 
 
 def _copy_tree(src_fd: int, dst: str) -> None:

@@ -77,33 +77,44 @@ def plan_namespaces(namespaces: list[dict]) -> NsPlan:
             new_flags &= ~FLAGS["time"]
         p.clone_flags = new_flags
     else:
-        p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
-        p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or \
-            "pid" in p.paths or "time" in p.paths
+        _plan_slow_path(p, new_flags)
     return p
+
+
+def _plan_slow_path(p: NsPlan, new_flags: int) -> None:
+    """The slow path: the child joins and unshares namespaces itself; a pid
+    or time namespace (new or joined) applies to its children only, hence
+    the second fork."""
+    p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
+    p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or \
+        "pid" in p.paths or "time" in p.paths
 
 
 def check_paths(p: NsPlan, namespaces: list[dict]) -> None:
     """Before fork: every namespace path exists and is of the right type."""
-    import fcntl
     for i, ns in enumerate(namespaces):
         path = ns.get("path")
-        if not path:
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise ConfigError(f"linux.namespaces[{i}].path", f"{path}: {e.strerror}") from None
-        try:
-            nstype = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE
-        except OSError:
-            raise ConfigError(f"linux.namespaces[{i}].path",
-                              f"{path} is not a namespace") from None
-        finally:
-            os.close(fd)
-        if nstype != FLAGS[ns["type"]]:
-            raise ConfigError(f"linux.namespaces[{i}].path",
-                              f"{path} is not a {ns['type']} namespace")
+        if path:
+            _check_path(i, ns, path)
+
+
+def _check_path(i: int, ns: dict, path: str) -> None:
+    """linux.namespaces[i] (ns) joins `path`: it must be a namespace of ns's type."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"linux.namespaces[{i}].path", f"{path}: {e.strerror}") from None
+    try:
+        nstype = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE
+    except OSError:
+        raise ConfigError(f"linux.namespaces[{i}].path",
+                          f"{path} is not a namespace") from None
+    finally:
+        os.close(fd)
+    if nstype != FLAGS[ns["type"]]:
+        raise ConfigError(f"linux.namespaces[{i}].path",
+                          f"{path} is not a {ns['type']} namespace")
 
 
 def join(path: str, nstype: str) -> None:

@@ -22,13 +22,21 @@ def set_rlimits(rlimits: list[dict]) -> None:
         try:
             k.setrlimit(num, soft, hard)
         except OSError as e:
-            raise OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
-                           f"{os.strerror(e.errno)}") from None
+            raise _setrlimit_error(r, e) from None
+
+
+def _setrlimit_error(r: dict, e: OSError) -> OciError:
+    """What a refused limit is reported as (built only when one is)."""
+    return OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
+                    f"{os.strerror(e.errno)}")
 
 
 def set_oom_score_adj(value: int | None) -> None:
-    if value is None:
-        return
+    if value is not None:
+        _write_oom_score_adj(value)
+
+
+def _write_oom_score_adj(value: int) -> None:
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(value))
@@ -68,11 +76,16 @@ def fix_stdio_owner(uid: int, gid: int) -> None:
         if (st.st_uid, st.st_gid) == (uid, gid) or \
                 (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
             continue
-        try:
-            os.fchown(fd, uid, gid)
-        except OSError as e:
-            if e.errno not in (1, 22, 30):  # EPERM, EINVAL (unmapped owner), EROFS
-                raise OciError(f"cannot give fd {fd} to uid {uid}: {e.strerror}") from None
+        _chown_stdio(fd, uid, gid)
+
+
+def _chown_stdio(fd: int, uid: int, gid: int) -> None:
+    """fix_stdio_owner for one fd that is not its user's yet."""
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as e:
+        if e.errno not in (1, 22, 30):  # EPERM, EINVAL (unmapped owner), EROFS
+            raise OciError(f"cannot give fd {fd} to uid {uid}: {e.strerror}") from None
 
 
 def _setgroups_denied() -> bool:
@@ -108,6 +121,12 @@ def find_executable(name: str, env: list[str]) -> str:
     if "/" in name:
         _check_exec(name, name)
         return name
+    return _search_path(name, env)
+
+
+def _search_path(name: str, env: list[str]) -> str:
+    """A name without a slash: the first executable file of that name in
+    the environment's PATH (DEFAULT_PATH without one)."""
     path = DEFAULT_PATH
     for e in env:
         if e.startswith("PATH="):
