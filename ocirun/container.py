@@ -192,45 +192,58 @@ class Container:
         exits right after (the CLI), so our signal handlers need not be put
         back (see forward_signals)."""
         from ocirun.linux.foreground import forward_signals
-        from ocirun.errors import PeerGone
         data = self._created or self._data()  # (create's own copy: no re-read)
         pid = self.pid
         sync = self._sync
         try:
             with forward_signals(pid, restore=not then_exit) as fw:
-                verb, payload = "", b""
                 if self._go_mask is None:
                     sync.send("go")
                 else:  # what arrived since "go" is forwarded now
                     self._unblock_signals()
                 if sync is not None:  # (None: a vforked init, exec'd already)
-                    try:
-                        verb, payload, _ = sync.recv()
-                    except PeerGone:  # it died: wait() reports how
-                        pass
-                    sync.close()
-                    self._sync = None
-                if verb == "error":
-                    raise OciError(payload.decode(errors="replace"))
+                    self._wait_exec(sync)
                 _warn_hooks(data, "poststart", "running")
-                # READY from the process goes to the host with our pid as
-                # MAINPID: we stay in front of the process (as runc does)
-                if self._console >= 0:
-                    from ocirun.linux import terminal
-                    watch = self._notify.watch(os.getpid()) if self._notify else None
-                    return terminal.proxy(self._console, pid, watch=watch)
-                if self._notify is not None:
-                    self._notify.relay(pid, os.getpid())
+                if self._console >= 0 or self._notify is not None:
+                    return self._wait_in_front(pid, fw)
                 return fw.wait()
         finally:
             self._unblock_signals()
-            if self._notify is not None:
-                self._notify.close()
-                self._notify = None
-            if self._console >= 0:
-                os.close(self._console)
-                self._console = -1
+            if self._notify is not None or self._console >= 0:
+                self._close_relay_and_console()
             self.delete(force=True)
+
+    def _wait_exec(self, sync) -> None:
+        """A forked init answers "go" by exec'ing (EOF) or with its error."""
+        from ocirun.errors import PeerGone
+        verb, payload = "", b""
+        try:
+            verb, payload, _ = sync.recv()
+        except PeerGone:  # it died: wait() reports how
+            pass
+        sync.close()
+        self._sync = None
+        if verb == "error":
+            raise OciError(payload.decode(errors="replace"))
+
+    def _wait_in_front(self, pid: int, fw) -> int:
+        """Proxy the terminal or relay READY until the process exits: READY
+        goes to the host with our pid as MAINPID, so we stay in front of
+        the process (as runc does)."""
+        if self._console >= 0:
+            from ocirun.linux import terminal
+            watch = self._notify.watch(os.getpid()) if self._notify else None
+            return terminal.proxy(self._console, pid, watch=watch)
+        self._notify.relay(pid, os.getpid())
+        return fw.wait()
+
+    def _close_relay_and_console(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+        if self._console >= 0:
+            os.close(self._console)
+            self._console = -1
 
     def _unblock_signals(self) -> None:
         """Undo the blocking of the forwarded signals by a foreground create
@@ -275,10 +288,19 @@ class Container:
         st = self.sd.status()
         if st in ("running", "paused") and not force:
             raise StateError(f"cannot delete container {self.id} that is not stopped: {st}")
-        if st == "stopped" and loaded is not None and _remove_empty_cgroup(data.get("cgroup")):
-            mgr = None  # the usual case, without loading the cgroup managers
-        else:
-            mgr = cgroup_manager(data) if loaded is not None else _guess_cgroup_manager(self.id)
+        # (the usual case, a stopped container with an empty cgroup, loads
+        # no cgroup manager)
+        if not (st == "stopped" and loaded is not None
+                and _remove_empty_cgroup(data.get("cgroup"))):
+            self._kill_and_remove_cgroup(data, st, loaded is not None)
+        remove_host_mounts(data)
+        _warn_hooks(data, "poststop", "stopped")
+        self.sd.remove()
+
+    def _kill_and_remove_cgroup(self, data: dict, st: str, loaded: bool) -> None:
+        """A container still running (delete --force), a cgroup not empty,
+        or a state.json that cannot be read (loaded: False)."""
+        mgr = cgroup_manager(data) if loaded else _guess_cgroup_manager(self.id)
         if st != "stopped":  # (what a stopped init left behind: mgr.destroy kills it)
             if st == "paused" and mgr is not None:
                 mgr.thaw()
@@ -293,9 +315,6 @@ class Container:
                 mgr.destroy()
             except Exception as e:
                 raise OciError(f"cannot remove cgroup of {self.id}: {e}") from None
-        remove_host_mounts(data)
-        _warn_hooks(data, "poststop", "stopped")
-        self.sd.remove()
 
 
 # --- helpers (parent side) -----------------------------------------------------
@@ -431,15 +450,21 @@ def run(cid: str, bundle: str = ".", root: str | None = None,
     """create + start (+ wait and delete unless detached); returns the exit
     status. then_exit: see Container.run_foreground."""
     if detach:
-        c = Container.create(cid, bundle, root, opts)
-        try:
-            c.start(opts.notify_socket if opts is not None else None)
-        except BaseException:
-            c.delete(force=True)
-            raise
+        _run_detached(cid, bundle, root, opts)
         return 0
     c = Container.create(cid, bundle, root, opts, _foreground=True, _then_exit=then_exit)
     return c.run_foreground(then_exit)
+
+
+def _run_detached(cid: str, bundle: str, root: str | None,
+                  opts: CreateOptions | None) -> None:
+    """A start that fails deletes what create made."""
+    c = Container.create(cid, bundle, root, opts)
+    try:
+        c.start(opts.notify_socket if opts is not None else None)
+    except BaseException:
+        c.delete(force=True)
+        raise
 
 
 def kill(cid: str, sig: int = 15, root: str | None = None, all_processes: bool = False) -> None:

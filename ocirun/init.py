@@ -57,15 +57,20 @@ class Init:
         pending); recvmsg, so before the seccomp filter."""
         join = self.plan.cgroup_join
         if join is not None and join.pending:
-            join.pending = False
-            self.sync.send("cgroupfds")
-            verb, payload, fds = self.sync.recv()
-            if verb != "ok":
-                for fd in fds:
-                    os.close(fd)
-                raise OciError(payload.decode(errors="replace") if verb == "error" else
-                               f"internal: {verb!r} instead of the cgroup fds")
-            join.task_fds = fds
+            self.recv_join_fds(join)
+
+    def recv_join_fds(self, join) -> None:
+        """(Only for v1 directories made after the clone, see
+        FsV1Manager.create_for_clone.)"""
+        join.pending = False
+        self.sync.send("cgroupfds")
+        verb, payload, fds = self.sync.recv()
+        if verb != "ok":
+            for fd in fds:
+                os.close(fd)
+            raise OciError(payload.decode(errors="replace") if verb == "error" else
+                           f"internal: {verb!r} instead of the cgroup fds")
+        join.task_fds = fds
 
     def join_cgroup(self) -> None:
         if not self.joined:
@@ -107,14 +112,9 @@ class Init:
             self.join_cgroup()
             self.ask("hooks")
         if plan.hooks.get("createContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
-            st = dict(self.get_state(), status="created")
-            run_hooks(plan.hooks["createContainer"], "createContainer", st)
+            self.run_container_hooks("createContainer")
         if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_binds is None):
-            self.join_cgroup()  # the mounts show the cgroup we are in
-            if plan.ns.new_cgroup:
-                k.unshare(k.CLONE_NEWCGROUP)
-            self.mount_cgroups()
+            self.join_then_mount_cgroups(k)
         elif plan.mounts_later:
             # binds of the directories the runtime named: the join can wait
             self.fetch_join_fds()  # (sent once they all exist)
@@ -145,57 +145,75 @@ class Init:
         self.sync.expect("ok")
         self.wait_for_start()
         if plan.hooks.get("startContainer"):
-            from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
-            run_hooks(plan.hooks["startContainer"], "startContainer",
-                            dict(self.get_state(), status="created"))
+            self.run_container_hooks("startContainer")
         exec_process(proc, exe, env)
+
+    def run_container_hooks(self, kind: str) -> None:
+        """createContainer / startContainer hooks run here, in the
+        container's namespaces."""
+        from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
+        st = dict(self.get_state(), status="created")
+        run_hooks(self.plan.hooks[kind], kind, st)
 
     def setup_namespaces(self, k) -> None:
         ns = self.plan.ns
         if ns.slow:
-            if "user" in ns.paths:
-                nsmod.join(ns.paths["user"], "user")
-            for t in nsmod.JOIN_ORDER:
-                if t != "user" and t in ns.paths and not (t == "mount"):
-                    nsmod.join(ns.paths[t], t)
-            if ns.new_user:
-                k.unshare(k.CLONE_NEWUSER)
-                self.ask_maps(k)
-                self.become_root()
-            if ns.unshare_flags & ~k.CLONE_NEWUSER:
-                k.unshare(ns.unshare_flags & ~k.CLONE_NEWUSER)
-            if "mount" in ns.paths:
-                nsmod.join(ns.paths["mount"], "mount")
-            if ns.second_fork:
-                pidflags = (k.CLONE_NEWPID if "pid" in ns.new else 0) | \
-                           (k.CLONE_NEWTIME if "time" in ns.new else 0)
-                if "pid" in ns.paths:
-                    nsmod.join(ns.paths["pid"], "pid")
-                if "time" in ns.paths:
-                    nsmod.join(ns.paths["time"], "time")
-                if pidflags & k.CLONE_NEWTIME:
-                    k.unshare(k.CLONE_NEWTIME)
-                    if self.plan.time_offsets:
-                        nsmod.write_time_offsets(self.plan.time_offsets)
-                    pidflags &= ~k.CLONE_NEWTIME
-                # the real init waits until we have reported its pid: the
-                # runtime must not take our later messages ("join", "hooks")
-                # for ours, nor move the wrong process into the cgroup
-                r, w = os.pipe2(os.O_CLOEXEC)
-                pid = k.clone(pidflags | k.CLONE_PARENT)
-                if pid:
-                    self.sync.send("pid", str(pid))
-                    os._exit(0)  # closes w
-                os.close(w)
-                os.read(r, 1)  # EOF: the middle process has exited
-                os.close(r)
-                k.prctl(k.PR_SET_PDEATHSIG, 9)
+            self.setup_namespaces_slow(k)
         else:
             if ns.new_user:
                 self.ask_maps(k)
                 self.become_root()
             if "mount" in ns.paths:
                 nsmod.join(ns.paths["mount"], "mount")
+
+    def setup_namespaces_slow(self, k) -> None:
+        """A namespace joined by path, or a new time namespace in a new user
+        namespace: clone() cannot make those, so they are joined and
+        unshared here, in order."""
+        ns = self.plan.ns
+        if "user" in ns.paths:
+            nsmod.join(ns.paths["user"], "user")
+        for t in nsmod.JOIN_ORDER:
+            if t != "user" and t in ns.paths and not (t == "mount"):
+                nsmod.join(ns.paths[t], t)
+        if ns.new_user:
+            k.unshare(k.CLONE_NEWUSER)
+            self.ask_maps(k)
+            self.become_root()
+        if ns.unshare_flags & ~k.CLONE_NEWUSER:
+            k.unshare(ns.unshare_flags & ~k.CLONE_NEWUSER)
+        if "mount" in ns.paths:
+            nsmod.join(ns.paths["mount"], "mount")
+        if ns.second_fork:
+            self.second_fork(k)
+
+    def second_fork(self, k) -> None:
+        """Pid and time namespaces (new or joined) apply to children only:
+        fork the process that becomes the container's init; this one exits."""
+        ns = self.plan.ns
+        pidflags = (k.CLONE_NEWPID if "pid" in ns.new else 0) | \
+                   (k.CLONE_NEWTIME if "time" in ns.new else 0)
+        if "pid" in ns.paths:
+            nsmod.join(ns.paths["pid"], "pid")
+        if "time" in ns.paths:
+            nsmod.join(ns.paths["time"], "time")
+        if pidflags & k.CLONE_NEWTIME:
+            k.unshare(k.CLONE_NEWTIME)
+            if self.plan.time_offsets:
+                nsmod.write_time_offsets(self.plan.time_offsets)
+            pidflags &= ~k.CLONE_NEWTIME
+        # the real init waits until we have reported its pid: the
+        # runtime must not take our later messages ("join", "hooks")
+        # for ours, nor move the wrong process into the cgroup
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = k.clone(pidflags | k.CLONE_PARENT)
+        if pid:
+            self.sync.send("pid", str(pid))
+            os._exit(0)  # closes w
+        os.close(w)
+        os.read(r, 1)  # EOF: the middle process has exited
+        os.close(r)
+        k.prctl(k.PR_SET_PDEATHSIG, 9)
 
     def ask_maps(self, k) -> None:
         """The parent (or newuidmap, which checks /proc/<pid> belongs to its
@@ -225,18 +243,12 @@ class Init:
                 raise OciError(f"cannot bind rootfs {plan.rootfs}: {e.strerror}") from None
         self.rootfd = os.open(plan.rootfs, k.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for i, step in enumerate(plan.mounts_now):
-            userns_fd = tree = -1
-            if step.bind and plan.ns.new_user and plan.runtime_is_root and (
-                    mounts.is_idmapped(step) or not mounts.reachable(step.source)):
-                tree = self.ask_bind_tree(i)
+            if step.bind and plan.ns.new_user and plan.runtime_is_root:
+                self.apply_bind_in_userns(i, step)
             elif mounts.is_idmapped(step):
-                from ocirun.linux import userns  # (loaded by the runtime: forkinit._spawn)
-                userns_fd = userns.idmap_userns(step, plan)
-            try:
-                mounts.apply_mount(self.rootfd, step, userns_fd, tree)
-            finally:
-                if userns_fd >= 0:
-                    os.close(userns_fd)
+                self.apply_idmapped_mount(step)
+            else:
+                mounts.apply_mount(self.rootfd, step, -1, -1)
         tree = -1
         if plan.bind_devices and plan.devices and plan.ns.new_user and plan.runtime_is_root:
             tree = self.ask_fd("devtree", optional=True)  # nodes the runtime made
@@ -250,6 +262,24 @@ class Init:
                            f"{e.strerror}") from None
         if plan.process.terminal:  # /dev/console: the pty slave is bound here later
             os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
+
+    def apply_bind_in_userns(self, index: int, step) -> None:
+        """A bind in our user namespace: the root runtime makes on the host
+        those our root cannot (see ask_bind_tree)."""
+        tree = -1
+        if mounts.is_idmapped(step) or not mounts.reachable(step.source):
+            tree = self.ask_bind_tree(index)
+        mounts.apply_mount(self.rootfd, step, -1, tree)
+
+    def apply_idmapped_mount(self, step) -> None:
+        """An idmapped mount made here: the ids come from a user namespace
+        of its own, with the mount's (or the container's) mappings."""
+        from ocirun.linux import userns  # (loaded by the runtime: forkinit._spawn)
+        userns_fd = userns.idmap_userns(step, self.plan)
+        try:
+            mounts.apply_mount(self.rootfd, step, userns_fd, -1)
+        finally:
+            os.close(userns_fd)
 
     def ask_bind_tree(self, index: int) -> int:
         """The runtime prepares mounts[index] on the host: inside our user
@@ -294,14 +324,19 @@ class Init:
         for step in self.plan.mounts_later:
             cgroupfs.mount(self.rootfd, step, self.plan.ns.new_cgroup, self.plan.cgroup_binds)
 
+    def join_then_mount_cgroups(self, k) -> None:
+        """The mounts show the cgroup we are in (and a new cgroup namespace
+        is rooted there): join it first."""
+        self.join_cgroup()
+        if self.plan.ns.new_cgroup:
+            k.unshare(k.CLONE_NEWCGROUP)
+        self.mount_cgroups()
+
     def enter_root(self, k) -> None:
         root = self.plan.rootfs
         os.chdir(root)
-        if not self.plan.has_mount_ns:  # the runtime's mount namespace: no pivot there
-            os.chroot(".")
-        elif self.plan.no_pivot:
-            k.mount(root, "/", None, k.MS_MOVE)
-            os.chroot(".")
+        if not self.plan.has_mount_ns or self.plan.no_pivot:
+            self.chroot_without_pivot(k)
         else:
             try:
                 k.pivot_root(".", ".")
@@ -311,14 +346,18 @@ class Init:
             k.umount2(".", k.MNT_DETACH)
         os.chdir("/")
 
+    def chroot_without_pivot(self, k) -> None:
+        """In the runtime's mount namespace there is no pivot_root (it would
+        change the host's root); --no-pivot (a ramdisk rootfs cannot be
+        pivoted) moves the rootfs onto / first."""
+        if self.plan.has_mount_ns:
+            k.mount(self.plan.rootfs, "/", None, k.MS_MOVE)
+        os.chroot(".")
+
     def finish_rootfs(self, k) -> None:
         plan = self.plan
-        for key, value in plan.sysctl.items():
-            try:
-                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                    f.write(value)
-            except OSError as e:
-                raise OciError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
+        if plan.sysctl:
+            _write_sysctls(plan.sysctl)
         if plan.hostname is not None:
             k.sethostname(plan.hostname)
         if plan.domainname is not None:
@@ -337,9 +376,14 @@ class Init:
             os.umask(0o022)
 
     def wait_for_start(self) -> None:
-        if not self.plan.wait_fifo:
+        if self.plan.wait_fifo:
+            self.wait_on_exec_fifo()
+        else:
             self.sync.expect("go")
-            return
+
+    def wait_on_exec_fifo(self) -> None:
+        """`create`: the start is `ocirun start` opening exec.fifo, which
+        our open for writing waits for."""
         import _signal
         # Until execve, the init is PID 1 and ignores unhandled signals: make
         # `kill` of a created container behave as it would for the process.
@@ -356,6 +400,14 @@ class Init:
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
 
+
+def _write_sysctls(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise OciError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
 
 
 def _set_handlers(_signal, handler) -> None:
@@ -383,15 +435,21 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
     init = Init(plan, sync, state_dirfd)
     try:
         init.run()
-    except PeerGone:
-        pass  # the runtime failed and says why itself (or it was killed)
-    except OciError as e:
-        _report(init, str(e))
-    except OSError as e:
-        _report(init, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
-    except BaseException as e:  # a bug: still one line, with the type to find it
-        _report(init, f"internal error in container init: {type(e).__name__}: {e}")
+    except BaseException as e:
+        _report_exception(init, e)
     os._exit(1)
+
+
+def _report_exception(init: Init, e: BaseException) -> None:
+    """Why the init failed, as one line (unless the runtime knows already)."""
+    if isinstance(e, PeerGone):
+        return  # the runtime failed and says why itself (or it was killed)
+    if isinstance(e, OciError):
+        _report(init, str(e))
+    elif isinstance(e, OSError):
+        _report(init, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+    else:  # a bug: still one line, with the type to find it
+        _report(init, f"internal error in container init: {type(e).__name__}: {e}")
 
 
 def _report(init: Init, msg: str) -> None:

@@ -158,9 +158,12 @@ class NoParent:
 
     def send(self, verb: str, payload: bytes | str = b"", fds=None) -> None:
         if verb == "error":
-            os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
+            self._write_error(payload)
         elif verb not in ("join", "created"):
             raise OciError(f"internal: {verb!r} asked of a parent that sleeps")
+
+    def _write_error(self, payload: bytes | str) -> None:
+        os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
 
     def expect(self, verb: str) -> bytes:
         return b""
@@ -176,7 +179,6 @@ def spawn_vforked(flags: int, child_main, join) -> int:
     before (see NoParent) is raised here as an OciError, after reaping it.
     OSError: clone3 failed (where it is refused outright, vfork is off
     from now on); the caller forks instead."""
-    import errno
     from ocirun.kernel import vfork
     fds = join.task_fds[:] if join is not None else []
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -186,8 +188,7 @@ def spawn_vforked(flags: int, child_main, join) -> int:
             pid = vfork.spawn(flags, lambda: child_main(w),
                               join.into_fd if join is not None else -1)
         except OSError as e:
-            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
-                vfork.disable()  # clone3 itself refused (an old kernel or profile)
+            _disable_vfork_if_refused(e)
             raise
         finally:
             os.close(w)
@@ -206,3 +207,11 @@ def spawn_vforked(flags: int, child_main, join) -> int:
         return pid
     finally:
         os.close(r)
+
+
+def _disable_vfork_if_refused(e: OSError) -> None:
+    """clone3 itself refused (an old kernel or profile): fork from now on."""
+    import errno
+    from ocirun.kernel import vfork
+    if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+        vfork.disable()

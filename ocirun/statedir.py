@@ -81,6 +81,10 @@ def is_init(pid: int, data: dict) -> bool:
     ns = data.get("mnt_ns")
     if ns is None:
         return True
+    return _in_mnt_ns(pid, ns)
+
+
+def _in_mnt_ns(pid: int, ns: int) -> bool:
     try:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino == ns
     except PermissionError:
@@ -151,7 +155,6 @@ class StateDir:
         (A plain mkdir + flock left a moment in which a parallel
         `state`/`delete` saw an unlocked, empty dir: a live create reported
         as "stopped", and deletable.)"""
-        import errno
         from ocirun.errors import ContainerExists
         try:
             os.makedirs(self.root, 0o711, exist_ok=True)
@@ -170,18 +173,23 @@ class StateDir:
                 write_atomic(os.path.join(tmp, STATE_FILE), jsonutil.dumps(state).encode())
                 self._data = state
             else:
-                os.close(os.open(os.path.join(tmp, MARKER),
-                                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                _make_marker(tmp)
             os.rename(tmp, self.path)
         except OSError as e:
-            try:
-                remove_tree(tmp)
-            except OSError:
-                pass
-            self.unlock()
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
-                raise ContainerExists(self.id) from None
-            raise OciError(f"cannot create state dir {self.path}: {e.strerror}") from None
+            raise self._make_failed(tmp, e) from None
+
+    def _make_failed(self, tmp: str, e: OSError) -> OciError:
+        """Undo a make() that failed; the error to raise."""
+        import errno
+        from ocirun.errors import ContainerExists
+        try:
+            remove_tree(tmp)
+        except OSError:
+            pass
+        self.unlock()
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            return ContainerExists(self.id)
+        return OciError(f"cannot create state dir {self.path}: {e.strerror}")
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)
@@ -241,17 +249,22 @@ class StateDir:
     def load(self) -> dict | None:
         """The saved state, or None while (or if) create has not finished."""
         if self._data is None:
-            try:
-                self._data = jsonutil.loads(os.read_bytes(os.path.join(self.path, STATE_FILE)))
-            except FileNotFoundError:
-                if not os.path.isdir(self.path):
-                    raise ContainerNotFound(self.id) from None
-                return None
-            except ValueError:
-                return None
-            if not _well_formed(self._data):
-                self._data = None  # (not what ocirun writes: as a create that never finished)
+            self._data = self._read_state()
         return self._data
+
+    def _read_state(self) -> dict | None:
+        """(Not in a `run`: it keeps the state create saved.)"""
+        try:
+            data = jsonutil.loads(os.read_bytes(os.path.join(self.path, STATE_FILE)))
+        except FileNotFoundError:
+            if not os.path.isdir(self.path):
+                raise ContainerNotFound(self.id) from None
+            return None
+        except ValueError:
+            return None
+        if not _well_formed(data):
+            return None  # (not what ocirun writes: as a create that never finished)
+        return data
 
     @property
     def fifo(self) -> str:
@@ -263,20 +276,27 @@ class StateDir:
         silent: see container._release_init)."""
         data = self.load()
         if data is None or data.get("status") == "creating":
-            # create still running (it holds the lock) or died half way
-            if self._lockfd >= 0:
-                return "stopped"
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return "stopped"
-            except BlockingIOError:
-                return "creating"
-            finally:
-                os.close(fd)
+            return self._unfinished_status()
         pid = data.get("pid", 0)
         if not is_init(pid, data):
             return "stopped"
+        return self._live_status(data, pid, exact)
+
+    def _unfinished_status(self) -> str:
+        """No state of a created container: create still running (it holds
+        the lock) or died half way."""
+        if self._lockfd >= 0:
+            return "stopped"
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return "stopped"
+        except BlockingIOError:
+            return "creating"
+        finally:
+            os.close(fd)
+
+    def _live_status(self, data: dict, pid: int, exact: bool) -> str:
         if data.get("cgroup") and _frozen(data["cgroup"]):
             # (before the fifo test: runc can pause a created container)
             return "paused"
@@ -348,6 +368,11 @@ def _well_formed(data) -> bool:
     return data["pid"] >= 0
 
 
+def _make_marker(dirpath: str) -> None:
+    os.close(os.open(os.path.join(dirpath, MARKER),
+                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
 def remove_tree(path: str) -> None:
     """rm -rf without shutil (whose import costs ~3 ms): state dirs are shallow."""
     try:
@@ -380,13 +405,17 @@ def _sweep_new_dirs(root: str) -> None:
     except OSError:
         return
     for n in names:
-        pid = n[:-len(NEW_SUFFIX)].rpartition(".")[2]
-        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
-            continue  # its owner may be alive (a reused pid only delays the sweep)
-        try:
-            remove_tree(os.path.join(root, n))
-        except OSError:
-            pass
+        _sweep_if_orphaned(root, n)
+
+
+def _sweep_if_orphaned(root: str, name: str) -> None:
+    pid = name[:-len(NEW_SUFFIX)].rpartition(".")[2]
+    if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+        return  # its owner may be alive (a reused pid only delays the sweep)
+    try:
+        remove_tree(os.path.join(root, name))
+    except OSError:
+        pass
 
 
 def list_ids(root: str) -> list[str]:

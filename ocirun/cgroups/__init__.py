@@ -69,9 +69,7 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
         raise ConfigError(JPATH, f"invalid container id {container_id!r}")
     layout = layout or detect()
     if systemd:
-        from ocirun.cgroups import systemd as sd
-        slice_, prefix, name = sd.parse_path(cgroups_path, container_id, rootless)
-        return sd.SystemdManager(slice_, prefix, name, layout, rootless)
+        return _new_systemd_manager(cgroups_path, container_id, rootless, layout)
     inner = _clean(cgroups_path) if cgroups_path else container_id
     if inner in ("", "/"):
         raise ConfigError(JPATH, "must not be the root cgroup")
@@ -99,6 +97,13 @@ def new_manager(cgroups_path: str | None, container_id: str, *, systemd: bool = 
         mounts[""] = layout.unified
     from ocirun.cgroups.fs_v1 import FsV1Manager
     return FsV1Manager(inner, paths, mounts, rootless)
+
+
+def _new_systemd_manager(cgroups_path: str | None, container_id: str, rootless: bool,
+                         layout: "Layout"):
+    from ocirun.cgroups import systemd as sd
+    slice_, prefix, name = sd.parse_path(cgroups_path, container_id, rootless)
+    return sd.SystemdManager(slice_, prefix, name, layout, rootless)
 
 
 def manager_from_state(d: dict):

@@ -69,14 +69,20 @@ class FsV1Manager(Manager):
             try:
                 made = fsutil.mkdir_p(d)
             except OSError as e:
-                if self.rootless and e.errno in _NOT_DELEGATED:
-                    self.skipped.add(key)  # not delegated to us: quietly none (as runc)
-                    continue
-                raise CgroupError(f"creating cgroup {d}: {os.strerror(e.errno)}") from None
+                self._skip_undelegated(key, d, e)
+                continue
             if "cpuset" in key.split(","):
                 cpuset.init_dirs(made)
             if key == "":
                 enable_controllers(self.mounts[""], d, ("hugetlb", "rdma", "misc"))
+
+    def _skip_undelegated(self, key: str, d: str, e: OSError) -> None:
+        """create() could not make d: rootless, a hierarchy not delegated to
+        us is quietly left out (as runc); else CgroupError."""
+        if self.rootless and e.errno in _NOT_DELEGATED:
+            self.skipped.add(key)
+            return
+        raise CgroupError(f"creating cgroup {d}: {os.strerror(e.errno)}") from None
 
     def _dir(self, controller: str, res: dict, keys: tuple[str, ...], path: str) -> str | None:
         d = self.ctl.get(controller)
@@ -103,12 +109,7 @@ class FsV1Manager(Manager):
         if not isinstance(resources, dict):
             raise ConfigError(path, "must be an object")
         if resources.get("unified"):
-            unified = _mod("v2.unified")
-            uctl = self._unified_ctls()
-            if not uctl:
-                raise ConfigError(path + ".unified", "not supported: cgroup v2 keys "
-                                  "on a cgroup v1 host")
-            unified.check(resources, path, uctl)
+            self._check_unified(resources, path)
         cpu_res = resources.get("cpu") or {}
         if not isinstance(cpu_res, dict):
             raise ConfigError(path + ".cpu", "must be an object")
@@ -137,9 +138,7 @@ class FsV1Manager(Manager):
             fn = getattr(_mod(modname), func)
             if self.rootless and ((ctl == "devices" and os.geteuid() != 0)
                                   or ctl in skipped_ctls):
-                if ctl != "devices":  # devices: the user namespace guards them
-                    _refuse_undelegated({k: resources[k] for k in keys}, path,
-                                        self.ctl.get(ctl, ctl))
+                self._refuse_undelegated_ctl(ctl, keys, resources, path)
                 continue
             d = self._dir(ctl, resources, keys, path)
             if d is None:
@@ -150,7 +149,26 @@ class FsV1Manager(Manager):
                 fn = _mod("v2.hugetlb").set  # hybrid: hugetlb lives in the cgroup2 hierarchy
             fn(d, resources, path, self)
         if resources.get("unified"):
-            _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
+            self._set_unified(resources, path)
+
+    def _check_unified(self, resources: dict, path: str) -> None:
+        """Hybrid: linux.resources.unified goes to the cgroup2 hierarchy."""
+        unified = _mod("v2.unified")
+        uctl = self._unified_ctls()
+        if not uctl:
+            raise ConfigError(path + ".unified", "not supported: cgroup v2 keys "
+                              "on a cgroup v1 host")
+        unified.check(resources, path, uctl)
+
+    def _set_unified(self, resources: dict, path: str) -> None:
+        _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
+
+    def _refuse_undelegated_ctl(self, ctl: str, keys: tuple[str, ...], resources: dict,
+                                path: str) -> None:
+        """Rootless, ctl not delegated to us: its limits cannot be set
+        (devices: the user namespace guards them)."""
+        if ctl != "devices":
+            _refuse_undelegated({k: resources[k] for k in keys}, path, self.ctl.get(ctl, ctl))
 
     def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """Write pid to cgroup.procs of every hierarchy but those in skip

@@ -35,8 +35,7 @@ def write_each(dirpath: str, writes: list[tuple[str, str | int, str]]) -> None:
             try:
                 os.write(fd, data)
             except OSError as e:
-                raise ConfigError(jpath, f"writing {data.decode()!r} to "
-                                  f"{os.path.join(dirpath, name)}: {os.strerror(e.errno)}") from None
+                raise _write_refused(dirpath, name, data, jpath, e) from None
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -46,10 +45,20 @@ def _open_for_write(dirpath: str, name: str, jpath: str) -> int:
     try:
         return os.open(os.path.join(dirpath, name), os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        if not os.path.isdir(dirpath):
-            raise ConfigError(jpath, f"cgroup {dirpath} does not exist") from None
-        raise ConfigError(jpath, f"not supported: {name} does not exist in {dirpath} "
-                          "(controller missing, not enabled, or kernel too old)") from None
+        raise _missing_file(dirpath, name, jpath) from None
+
+
+def _write_refused(dirpath: str, name: str, data: bytes, jpath: str,
+                   e: OSError) -> ConfigError:
+    return ConfigError(jpath, f"writing {data.decode()!r} to "
+                       f"{os.path.join(dirpath, name)}: {os.strerror(e.errno)}")
+
+
+def _missing_file(dirpath: str, name: str, jpath: str) -> ConfigError:
+    if not os.path.isdir(dirpath):
+        return ConfigError(jpath, f"cgroup {dirpath} does not exist")
+    return ConfigError(jpath, f"not supported: {name} does not exist in {dirpath} "
+                       "(controller missing, not enabled, or kernel too old)")
 
 
 def read(dirpath: str, name: str) -> str:
@@ -99,6 +108,11 @@ def mkdir_p(path: str) -> list[str]:
         parent = os.path.dirname(path)
         if parent == path:
             raise
+    return _mkdir_with_parent(path, parent)
+
+
+def _mkdir_with_parent(path: str, parent: str) -> list[str]:
+    """mkdir_p when the parent is missing too."""
     made = mkdir_p(parent)
     try:
         os.mkdir(path, 0o755)

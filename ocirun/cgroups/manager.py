@@ -57,8 +57,7 @@ class SelfJoin:
             for fd in fds:
                 os.write(fd, b"0")
         except OSError as e:
-            raise CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}"
-                              f"{_realtime_hint(e.errno, 0)}") from None
+            raise _join_refused(e) from None
         finally:
             for fd in fds:
                 os.close(fd)
@@ -90,6 +89,12 @@ class SelfJoin:
         for fd in self.task_fds + ([self.into_fd] if self.into_fd >= 0 else []):
             os.close(fd)
         self.task_fds, self.into_fd = [], -1
+
+
+def _join_refused(e: OSError) -> CgroupError:
+    """SelfJoin.enter: a write of "0" to `tasks` failed."""
+    return CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}"
+                       f"{_realtime_hint(e.errno, 0)}")
 
 
 class Manager:
@@ -312,16 +317,20 @@ def enable_controllers(mountpoint: str, leaf: str, wanted=V2_WANTED) -> None:
             return
         todo = [c for c in wanted if c in avail and c not in on]
         if todo:
-            try:
-                fsutil.write(d, "cgroup.subtree_control", " ".join("+" + c for c in todo),
-                             "linux.cgroupsPath")
-            except ConfigError:
-                for c in todo:  # one at a time: enable what can be enabled
-                    try:
-                        fsutil.write(d, "cgroup.subtree_control", "+" + c, "linux.cgroupsPath")
-                    except ConfigError:
-                        pass
+            _enable_in_subtree(d, todo)
         d = os.path.join(d, part)
+
+
+def _enable_in_subtree(d: str, controllers: list[str]) -> None:
+    try:
+        fsutil.write(d, "cgroup.subtree_control", " ".join("+" + c for c in controllers),
+                     "linux.cgroupsPath")
+    except ConfigError:
+        for c in controllers:  # one at a time: enable what can be enabled
+            try:
+                fsutil.write(d, "cgroup.subtree_control", "+" + c, "linux.cgroupsPath")
+            except ConfigError:
+                pass
 
 
 def _present(res: dict, key: str) -> bool:
