@@ -16,9 +16,11 @@ Programs that import ocirun as a library never use it.
 Imports from the bundle skip importlib's general machinery too (~15 µs a
 module: module locks, the meta path walk, spec-driven attribute set-up):
 use_bundle() puts a narrow `_find_and_load` in front of importlib's, for
-the bundle's modules and for the few C extensions ocirun imports (their
-paths recorded at build time: no directory scans of the stdlib). Anything
-else, and every miss, goes the usual way. ocirun starts no threads, so
+the bundle's modules, for the few C extensions ocirun imports (their
+paths recorded at build time: no directory scans of the stdlib) and for
+modules built into the interpreter (errno, fcntl, gc, select, _struct: the
+usual way costs ~15 µs more each). Anything else, and every miss, goes the
+usual way. ocirun starts no threads, so
 the module locks guard nothing here.
 
 Functions a `run` never calls (the committed list bundle_cold.txt, made
@@ -37,6 +39,7 @@ then each module's marshalled code object at N + 4 + offset.
 """
 import sys
 
+import _imp
 import marshal
 import posix
 
@@ -63,10 +66,13 @@ class _BundleFinder:
 
     def __init__(self, fd: int, index: dict, exts: dict, base: int, path: str) -> None:
         self.fd, self.index, self.exts, self.base, self.path = fd, index, exts, base, path
-        self.spec_type = sys.modules["_frozen_importlib"].ModuleSpec
+        bootstrap = sys.modules["_frozen_importlib"]
+        self.spec_type, self.builtin_importer = bootstrap.ModuleSpec, bootstrap.BuiltinImporter
+        self.builtin_names = sys.builtin_module_names
         self.module_type = type(sys)
         self.slow_find_and_load = None
         self.cold: dict = {}
+        self.mapped = None  # see pin_code
         # a forked init may be past pivot_root, where these paths are the
         # container's: children import the usual way (and import nothing)
         self.active = True
@@ -86,8 +92,15 @@ class _BundleFinder:
         _unlink(self.path)
         return False
 
+    def read(self, size: int, off: int):
+        """size bytes at off (from base): one pread, or a slice of the
+        mapping pin_code() made."""
+        if self.mapped is not None:
+            return self.mapped[self.base + off:self.base + off + size]
+        return posix.pread(self.fd, size, self.base + off)
+
     def _code(self, e: tuple):
-        return marshal.loads(posix.pread(self.fd, e[5], self.base + e[4]))
+        return marshal.loads(self.read(e[5], e[4]))
 
     def _exec(self, e: tuple, d: dict) -> None:
         if e[6]:
@@ -119,6 +132,8 @@ class _BundleFinder:
         and the recorded extensions; the rest goes to importlib's."""
         e = self.index.get(name) if self.active else None
         if e is None:
+            if name in self.builtin_names:
+                return self._load_builtin(name)
             ext = self.exts.get(name) if self.active else None
             if ext is not None:
                 mod = self._load_extension(name, ext)
@@ -150,6 +165,20 @@ class _BundleFinder:
         if parent:
             setattr(modules[parent], child, mod)
         return mod
+
+    def _load_builtin(self, name: str):
+        """A module built into the interpreter, set up as BuiltinImporter
+        would (it is found the same way after a fork, so no `active` test)."""
+        spec = self.spec_type(name, self.builtin_importer, origin="built-in")
+        mod = _imp.create_builtin(spec)
+        mod.__spec__, mod.__loader__, mod.__package__ = spec, self.builtin_importer, ""
+        sys.modules[name] = mod
+        try:
+            _imp.exec_builtin(mod)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return sys.modules[name]
 
     def _load_extension(self, name: str, path: str):
         """A C extension from the path the build recorded; None if it is not
@@ -186,7 +215,7 @@ class _Cold:
         done = self.finder.cold
         fn = done.get(off)
         if fn is None:
-            code = marshal.loads(posix.pread(self.finder.fd, size, self.finder.base + off))
+            code = marshal.loads(self.finder.read(size, off))
             fn = done[off] = _Function(code, self.globals)
         return fn
 
@@ -268,11 +297,31 @@ def boot(me, fd: int, head: tuple, base: int, path: str) -> None:
     me.__spec__, me.__loader__ = finder._spec(__name__, e), finder
     sys.modules[__name__] = me
     _install(finder)
+    # cli.main() turns the collector off for every command; off from here,
+    # the imports before it trigger no collection either (~60 µs)
+    import gc
+    gc.disable()
     import ocirun
     ocirun.bundle = me
 
 
+_active: list = []  # the finder _install() put in place (none: a library's usual imports)
+
+
+def pin_code() -> None:
+    """Before a seccomp filter: the code still to load (cold functions, the
+    error paths among them) comes from a read-only mapping of the bundle
+    from now on. A filter may refuse pread; a page fault it cannot see.
+    (A mapping costs nothing until read: only what is loaded is resident.)"""
+    if not _active or _active[0].mapped is not None:
+        return
+    finder = _active[0]
+    from ocirun.kernel.syscalls import map_file
+    finder.mapped = map_file(finder.fd, posix.fstat(finder.fd).st_size)
+
+
 def _install(finder: _BundleFinder) -> None:
+    _active[:] = [finder]
     sys.meta_path.insert(0, finder)
     bootstrap = sys.modules["_frozen_importlib"]
     slow = getattr(bootstrap, "_find_and_load", None)

@@ -436,7 +436,10 @@ def child_main(plan, sync: Sync, state_dirfd: int) -> None:
     try:
         init.run()
     except BaseException as e:
-        _report_exception(init, e)
+        try:
+            _report_exception(init, e)
+        finally:
+            os._exit(1)  # never into the frames below, the runtime's (a fork)
     os._exit(1)
 
 

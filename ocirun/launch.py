@@ -9,7 +9,7 @@ be the container's: what it needs is imported before the fork.
 """
 from __future__ import annotations
 
-from ocirun import oslite as os
+from ocirun import bundle, oslite as os
 
 from ocirun.errors import OciError
 from ocirun.kernel import syscalls as k
@@ -63,6 +63,7 @@ def drop_privileges(proc, sync: Sync) -> None:
 
 def _load_seccomp(proc, sync: Sync) -> None:
     from ocirun.linux import seccomp
+    bundle.pin_code()  # (what runs after the filter may still load code)
     fd = seccomp.load(proc.seccomp)
     if fd is not None:  # SCMP_ACT_NOTIFY: the runtime hands it to the listener
         sync.send("seccomp", b"", [fd])

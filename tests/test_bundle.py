@@ -353,3 +353,46 @@ def test_the_cold_list_holds_nothing_a_run_calls():
     r = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "tools", "cold_list.py"), "--check"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+COLD_AFTER_SECCOMP = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from ocirun import bundle
+if not bundle.use_bundle():
+    sys.exit("no bundle")
+from ocirun import _coldprobe as m
+from ocirun.kernel import syscalls as k
+from ocirun.linux import seccomp
+flt = seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["pread64"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}, cache_dir=None)
+if sys.argv[2] == "pinned":
+    bundle.pin_code()
+k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+seccomp.load(flt)
+try:
+    print(m.plain(1, c=3))
+except PermissionError:
+    print("pread refused")
+"""
+
+
+def test_cold_code_loads_after_a_seccomp_filter_that_refuses_pread(tree):
+    """The init (and exec's process) may call cold functions after loading
+    the container's seccomp filter (the wait for `start`, error reports):
+    launch._load_seccomp pins the code first, and the stubs then read a
+    mapping of the bundle, not the file."""
+    pkg = os.path.join(tree, "ocirun")
+    with open(os.path.join(pkg, "_coldprobe.py"), "w") as f:
+        f.write(COLD_PROBE_MODULE)
+    with open(os.path.join(pkg, "bundle_cold.txt"), "w") as f:
+        f.write(COLD_PROBE_LIST)
+    _probe(tree)  # builds the bundle
+    out = {}
+    for how in ("unpinned", "pinned"):
+        r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", COLD_AFTER_SECCOMP, tree, how],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out[how] = r.stdout.strip()
+    assert out["unpinned"] == "pread refused"  # (the filter bites)
+    assert out["pinned"] == "('plain', 1, 2, (), 3, 4, [])"

@@ -10,7 +10,7 @@ from ocirun import oslite as os
 
 from _struct import pack
 
-from .ffi import c_long, error, get_errno, int_func, long_func, python_api_func
+from .ffi import c_long, char_array, error, get_errno, int_func, long_func, python_api_func
 
 _ARCH = os.uname().machine
 _NR = {
@@ -336,3 +336,13 @@ def signal_default(sig: int) -> None:
     reserves for itself (32, 33) and refuses in sigaction()."""
     act = bytes(32)  # handler SIG_DFL, flags, restorer, mask: all zero
     syscall("rt_sigaction", sig, act, 0, 8)
+
+
+def map_file(fd: int, size: int) -> memoryview:
+    """The first `size` bytes of a file, mapped read-only: reading them
+    touches pages (page faults, not system calls a seccomp filter could
+    refuse). The mapping lives as long as the process (or its execve)."""
+    addr = long_func("mmap")(c_long(0), c_long(size), 1, 2, fd, c_long(0))  # PROT_READ, MAP_PRIVATE
+    if addr == -1:
+        raise error("mmap")
+    return memoryview(char_array(size).from_address(addr))
