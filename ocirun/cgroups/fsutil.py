@@ -3,7 +3,6 @@
 A failed write is reported as a ConfigError on the linux.resources field that
 asked for it, so the user sees which setting the kernel refused.
 """
-import errno
 from ocirun import oslite as os
 import time
 
@@ -145,6 +144,7 @@ def rmdir_tree(path: str, timeout: float = 2.0) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as e:
+        import errno
         if e.errno not in (errno.ENOTEMPTY, errno.EBUSY, errno.EAGAIN):
             raise
     dirs = [d for d, _, _ in os.walk(path)]

@@ -6,7 +6,6 @@ A manager is a set of resolved directories, computed once by new_manager()
 and stored in the container state (to_state), so later commands act on the
 same cgroup whatever cgroup they themselves run in.
 """
-import errno
 from ocirun import oslite as os
 import time
 
@@ -228,7 +227,7 @@ class Manager:
                 "rootless": self.rootless}
 
 
-_NOT_DELEGATED = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NOT_DELEGATED = (13, 1, 30)  # EACCES, EPERM, EROFS (`errno` stays off the run path)
 
 
 def _refuse_undelegated(resources: dict, path: str, where: str) -> None:
@@ -289,7 +288,7 @@ def _realtime_hint(err: int, pid: int) -> str:
     """The kernel refuses (EINVAL) a SCHED_FIFO/SCHED_RR task in a cpu
     cgroup without real-time runtime (v1: cpu.rt_runtime_us 0, what a new
     cgroup gets), and says nothing more."""
-    if err != errno.EINVAL:
+    if err != 22:  # EINVAL
         return ""
     try:
         policy = os.sched_getscheduler(pid) & ~0x40000000  # (SCHED_RESET_ON_FORK)

@@ -5,7 +5,6 @@ a tmpfs of its own (devtree.py; as crun does), or from the host's paths
 when the runtime is not root (as runc does)."""
 from __future__ import annotations
 
-import errno
 from ocirun import oslite as os
 import _stat as stat  # the C module: `stat` adds only a .py wrapper
 
@@ -128,6 +127,7 @@ def _bind_device(rootfd: int, pfd: int, name: str, d: Device, source: str | int)
             os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                              0o644, dir_fd=pfd))
         except OSError as e:
+            import errno
             if e.errno != errno.EEXIST:
                 raise OciError(f"cannot create {d.path}: {e.strerror}") from None
         tfd = mounts.resolve(rootfd, d.path)

@@ -9,7 +9,6 @@ detached copy, which also keeps the locked flags of a user namespace intact.
 """
 from __future__ import annotations
 
-import errno
 from ocirun import oslite as os
 import _stat as stat  # the C module: `stat` adds only a .py wrapper
 
@@ -427,6 +426,7 @@ def _kernel_fs_dest_unresolved(rootfd: int, step: MountStep, err: OSError) -> in
     refused, any other error is raised again."""
     if isinstance(err, FileNotFoundError):
         return make_path(rootfd, step.dest, True)
+    import errno
     if err.errno == errno.ELOOP:
         raise OciError(f"{step.path}: {step.dest} is a symlink; "
                        f"refusing to mount {step.fstype} there") from None
@@ -470,6 +470,7 @@ def _mount_fs(k, step: MountStep, target: str) -> None:
 def _mount_fs_failed(k, step: MountStep, target: str, err: OSError) -> None:
     """mount(2) refused: a rootless sysfs falls back to a bind of the
     host's /sys; anything else becomes an OciError naming the mount."""
+    import errno
     if err.errno == errno.EPERM and step.fstype == "sysfs":
         # no network namespace of our own (rootless): bind the host's /sys
         # (target is /proc/self/fd/N, resolved inside the rootfs: follow it)
