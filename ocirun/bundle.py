@@ -20,8 +20,7 @@ the bundle's modules, for the few C extensions ocirun imports (their
 paths recorded at build time: no directory scans of the stdlib) and for
 modules built into the interpreter (errno, fcntl, gc, select, _struct: the
 usual way costs ~15 µs more each). Anything else, and every miss, goes the
-usual way. ocirun starts no threads, so
-the module locks guard nothing here.
+usual way. ocirun starts no threads, so the module locks guard nothing here.
 
 Functions a `run` never calls (the committed list bundle_cold.txt, made
 by tools/cold_list.py) are not in their module's code: a stub of the same
@@ -31,7 +30,7 @@ would otherwise unmarshal and keep (time, and the runtime's peak RSS).
 
 Layout: 4-byte little-endian length N, marshal of
 ({module: (is_package, source path, mtime_ns, size, offset, length,
-           has_cold_functions)},
+           table of its cold functions (bytes, see _Cold; b"" if none))},
  {extension module: path of its shared object},
  (cold list path, mtime_ns, size)),
 then at N + 4 the cold functions' code objects, each marshalled alone,
@@ -43,7 +42,7 @@ import _imp
 import marshal
 import posix
 
-_VERSION = 3
+_VERSION = 4
 _PKG_DIR = __file__.rpartition("/")[0]
 
 
@@ -71,7 +70,6 @@ class _BundleFinder:
         self.builtin_names = sys.builtin_module_names
         self.module_type = type(sys)
         self.slow_find_and_load = None
-        self.cold: dict = {}
         self.mapped = None  # see pin_code
         # a forked init may be past pivot_root, where these paths are the
         # container's: children import the usual way (and import nothing)
@@ -104,7 +102,7 @@ class _BundleFinder:
 
     def _exec(self, e: tuple, d: dict) -> None:
         if e[6]:
-            d["__ocirun_cold__"] = _Cold(self, d)
+            d["__ocirun_cold__"] = _Cold(self, d, e[6])
         exec(self._code(e), d)
 
     def _spec(self, name: str, e: tuple):
@@ -201,22 +199,25 @@ class _BundleFinder:
 
 
 class _Cold:
-    """A module's loader of its cold functions (see bundle_build): a stub
-    calls it with where its real code is and calls what it returns. Works
-    in a forked or vforked init too (one pread on the bundle's fd, which
-    stays open until execve)."""
+    """A module's loader of its cold functions (see bundle_build): stub i
+    calls it with i and calls what it returns; where function i's code is:
+    the module's table (4-byte offset and size at 8 * i). Works in a forked
+    or vforked init too (one pread on the bundle's fd, which stays open
+    until execve; or the mapping of pin_code)."""
 
-    __slots__ = ("finder", "globals")
+    __slots__ = ("finder", "globals", "table", "done")
 
-    def __init__(self, finder: _BundleFinder, module_globals: dict) -> None:
-        self.finder, self.globals = finder, module_globals
+    def __init__(self, finder: _BundleFinder, module_globals: dict, table: bytes) -> None:
+        self.finder, self.globals, self.table, self.done = finder, module_globals, table, {}
 
-    def __call__(self, off: int, size: int):
-        done = self.finder.cold
-        fn = done.get(off)
+    def __call__(self, i: int):
+        fn = self.done.get(i)
         if fn is None:
-            code = marshal.loads(self.finder.read(size, off))
-            fn = done[off] = _Function(code, self.globals)
+            t = self.table
+            off = int.from_bytes(t[8 * i:8 * i + 4], "little")
+            size = int.from_bytes(t[8 * i + 4:8 * i + 8], "little")
+            fn = self.done[i] = _Function(marshal.loads(self.finder.read(size, off)),
+                                          self.globals)
         return fn
 
 

@@ -55,13 +55,12 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
         code = _slimmed(
             compile(src, path, "exec", flags=flags, dont_inherit=True, optimize=optimize))
         imported |= _imported_names(code)
-        n_cold = len(cold.chunks)
         # (ocirun.bundle itself runs before any loader of cold code exists)
-        code = cold.defer(code, cold_names.get(name, ()) if name != "ocirun.bundle" else ())
-        codes.append((name, is_pkg, path, st, marshal.dumps(code), len(cold.chunks) > n_cold))
+        code, table = cold.defer(code, cold_names.get(name, ()) if name != "ocirun.bundle" else ())
+        codes.append((name, is_pkg, path, st, marshal.dumps(code), table))
     chunks, off = cold.chunks, cold.size
-    for name, is_pkg, path, st, code, has_cold in codes:
-        index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code), has_cold)
+    for name, is_pkg, path, st, code, table in codes:
+        index[name] = (is_pkg, path, st.st_mtime_ns, st.st_size, off, len(code), table)
         chunks.append(code)
         off += len(code)
     head = marshal.dumps((index, _extension_paths(imported), _cold_list_stat(pkg_dir)))
@@ -83,7 +82,9 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
 # every container start. The list is tools/cold_list.py's, committed.
 COLD_LIST = "bundle_cold.txt"
 _CO_OPTIMIZED, _CO_NEWLOCALS, _CO_VARARGS, _CO_VARKEYWORDS = 0x1, 0x2, 0x4, 0x8
-_MIN_GAIN = 160  # bytes of marshalled code a stub must save to be worth one
+# bytes of marshalled code a stub must save to be worth one: in memory a
+# stub is ~350 bytes, a function ~250 + 0.9 x its marshalled size
+_MIN_GAIN = 200
 
 
 def read_cold_list(path: str) -> tuple[set, set]:
@@ -129,23 +130,34 @@ class _ColdArea:
         self.chunks: list = []
         self.size = 0
 
-    def defer(self, module_code, names: set):
-        """module_code with the listed functions (at module or class level,
-        no closure, their qualname unique in the module) as stubs."""
+    def defer(self, module_code, names: set) -> tuple:
+        """(module_code with the listed functions (at module or class level,
+        no closure, their qualname unique in the module) as stubs, the
+        module's table: where stub i's code is, 4-byte offset and size at
+        8 * i)."""
         if not names:
-            return module_code
+            return module_code, b""
         seen: dict = {}
         _walk_defs(module_code, lambda c: seen.__setitem__(c.co_qualname,
                                                            seen.get(c.co_qualname, 0) + 1))
         chosen = {q for q in names if seen.get(q) == 1}
-        return _map_defs(module_code, lambda c: self._stub_for(c)
+        table: list = []
+        shared: dict = {}
+        code = _map_defs(module_code, lambda c: self._stub_for(c, table, shared)
                          if c.co_qualname in chosen and not c.co_freevars else c)
+        return code, b"".join(off.to_bytes(4, "little") + size.to_bytes(4, "little")
+                              for off, size in table)
 
-    def _stub_for(self, code):
+    def _stub_for(self, code, table: list, shared: dict):
         real = marshal.dumps(code)
-        stub = _stub(code, self.size, len(real))
+        stub = _stub(code, len(table))
         if len(real) - len(marshal.dumps(stub)) < _MIN_GAIN:
             return code
+        # the module's stubs share their equal constants and names (one
+        # object each in the marshalled module, so in memory)
+        stub = stub.replace(co_consts=shared.setdefault(("c", stub.co_consts), stub.co_consts),
+                            co_names=shared.setdefault(("n", stub.co_names), stub.co_names))
+        table.append((self.size, len(real)))
         self.chunks.append(real)
         self.size += len(real)
         return stub
@@ -171,11 +183,11 @@ def _map_defs(code, fn):
     return code.replace(co_consts=consts)
 
 
-def _stub(code, off: int, size: int):
+def _stub(code, index: int):
     """A function code of code's signature that hands every argument on to
-    the real code (at off, size bytes), loaded by the module's
-    __ocirun_cold__. Defaults and decorators are the stub's: they come from
-    where the module defines it."""
+    the real code (the module's cold function number `index`), loaded by
+    the module's __ocirun_cold__. Defaults and decorators are the stub's:
+    they come from where the module defines it."""
     flags = code.co_flags
     npos, nkw = code.co_argcount, code.co_kwonlyargcount
     names = code.co_varnames
@@ -193,7 +205,7 @@ def _stub(code, off: int, size: int):
         params.append(f"**{starstar}")
         args.append(f"**{starstar}")
     src = (f"def _({', '.join(params)}):\n"
-           f"    return __ocirun_cold__({off}, {size})({', '.join(args)})\n")
+           f"    return __ocirun_cold__({index})({', '.join(args)})\n")
     stub = next(c for c in compile(src, code.co_filename, "exec", dont_inherit=True).co_consts
                 if isinstance(c, type(code)))
     return stub.replace(co_name=code.co_name, co_qualname=code.co_qualname,
