@@ -54,6 +54,11 @@ def prof(frame, event, arg):
             called.add(key)
             os.write(out, ("%s %s\n" % key).encode())
 from ocirun.cli import run_and_exit
+# (the modules loaded so far count as imported by the run: their bodies ran
+# before the profile hook)
+for name, mod in list(sys.modules.items()):
+    if name.split(".")[0] == "ocirun" and getattr(mod, "__file__", None):
+        os.write(out, ("%s <module>\n" % mod.__file__).encode())
 sys.argv = ["ocirun", "--root", root, *sys.argv[5:], "run", "-b", bundle, "coldlist%d" % os.getpid()]
 sys.setprofile(prof)
 run_and_exit()
