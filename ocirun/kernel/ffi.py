@@ -12,6 +12,7 @@ uses the full ctypes package.
 from __future__ import annotations
 
 import _ctypes
+import sys
 from ocirun import oslite as os
 
 from _ctypes import addressof, get_errno  # noqa: F401  (re-exported)
@@ -23,64 +24,49 @@ class c_long(_ctypes._SimpleCData):
     _type_ = "l"
 
 
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
-
-
 class c_char(_ctypes._SimpleCData):
     _type_ = "c"
 
 
-class Library:
-    """A dlopen()ed library; what CFuncPtr((name, lib)) expects (a _handle)."""
-    __slots__ = ("_handle",)
-
-    def __init__(self, path: str | None = None) -> None:
-        self._handle = _ctypes.dlopen(path, _RTLD_NOW)
+def _library(path: str | None):
+    """A dlopen()ed library: what CFuncPtr((name, lib)) reads is lib._handle
+    (a namespace, not a class of our own: each class costs ~15 µs a start)."""
+    return type(sys.implementation)(_handle=_ctypes.dlopen(path, _RTLD_NOW))
 
 
-class _IntFunc(_ctypes.CFuncPtr):
-    """int f(...) that sets errno (libc calls)."""
+class _ErrnoFunc(_ctypes.CFuncPtr):
+    """A libc call that sets errno; returns int unless its restype says."""
     _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_int
 
 
-class _LongFunc(_ctypes.CFuncPtr):
-    """long f(...) that sets errno (syscall(2))."""
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_long
-
-
-class _PyLongFunc(_ctypes.CFuncPtr):
-    """long f(...) called with the GIL held (a raw clone() must come back
-    in the child with the interpreter state it left with)."""
+class _PyApiFunc(_ctypes.CFuncPtr):
+    """A call made with the GIL held: a raw clone() must come back in the
+    child with the interpreter state it left with; the interpreter's own
+    C API."""
     _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO | \
         _ctypes.FUNCFLAG_PYTHONAPI
-    _restype_ = c_long
 
 
-class _PyVoidFunc(_ctypes.CFuncPtr):
-    """void f(void) of the interpreter's own C API, GIL held."""
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
-    _restype_ = None
+libc = _library(None)
 
 
-libc = Library(None)
-
-
-def int_func(name: str, lib: Library = libc):
+def int_func(name: str, lib=libc):
     """A C function returning int; pass ints (as C int), bytes or None."""
-    return _IntFunc((name, lib))
+    return _ErrnoFunc((name, lib))
 
 
-def long_func(name: str, lib: Library = libc, gil: bool = False):
+def long_func(name: str, lib=libc, gil: bool = False):
     """A C function returning long; wrap long arguments in c_long."""
-    return (_PyLongFunc if gil else _LongFunc)((name, lib))
+    f = (_PyApiFunc if gil else _ErrnoFunc)((name, lib))
+    f.restype = c_long
+    return f
 
 
 def python_api_func(name: str):
     """One of the interpreter's void(void) C functions (PyOS_*Fork*)."""
-    return _PyVoidFunc((name, libc))
+    f = _PyApiFunc((name, libc))
+    f.restype = None
+    return f
 
 
 _buffer_types: dict[int, type] = {}

@@ -58,7 +58,7 @@ from ocirun import oslite as os
 
 from _struct import pack
 
-from .ffi import c_int, c_long, char_array, error, int_func, libc, long_func
+from .ffi import c_long, char_array, error, int_func, libc, long_func
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
@@ -87,6 +87,7 @@ _DATASTACK = (296, 304, 312)  # chunk, top, limit
 # current C frame, pending and handled exceptions, GIL-state count, data
 # stack chunk and top): from recursion_remaining to the end of exc_state
 _SPAN = (32, 336)
+_SPAN_LEN = _SPAN[1] - _SPAN[0]
 
 
 # glibc's x86_64 ucontext_t: the head is the clone_args; then the
@@ -111,7 +112,10 @@ def _word(addr: int) -> int:
 
 
 def _int(addr: int) -> int:
-    return c_int.from_address(addr).value
+    """The C int at addr (read as the low half of a long: the fields read
+    so are followed by more of the same struct)."""
+    v = c_long.from_address(addr).value & 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def _trampoline_ok() -> bool:
@@ -135,10 +139,12 @@ class _Libc:
     """The contexts, functions and stacks spawn() uses, made once: the
     child's context (its head the clone_args), and the parent's chain:
     `clone` makes the syscall, `fixup` runs PyGILState_Ensure(), then the
-    parent is `back` where swapcontext() left it."""
-    __slots__ = ("child", "clone", "fixup", "back", "tid", "stacks", "getcontext",
-                 "makecontext", "swapcontext", "setcontext", "call", "exit", "syscall",
-                 "ensure")
+    parent is `back` where swapcontext() left it. The four contexts are
+    addresses in one buffer; `mem` is the one array type the module views
+    memory with (each array type is a class: ~15 µs to make)."""
+    __slots__ = ("contexts", "mem", "child", "clone", "fixup", "back", "tid", "stacks",
+                 "getcontext", "makecontext", "swapcontext", "setcontext", "call", "exit",
+                 "syscall", "ensure")
 
     def __init__(self) -> None:
         self.getcontext = int_func("getcontext")
@@ -147,28 +153,31 @@ class _Libc:
         self.setcontext, self.call, self.exit, self.syscall, self.ensure = (
             _ctypes.dlsym(libc._handle, name) for name in
             ("setcontext", "PyObject_CallNoArgs", "_exit", "syscall", "PyGILState_Ensure"))
-        self.child, self.clone, self.fixup, self.back = (char_array(_UC_SIZE)() for _ in range(4))
-        self.tid = c_int(0)
-        self.stacks = long_func("mmap")(c_long(0), c_long(2 * _CHAIN_STACK), c_int(3),
-                                        c_int(0x22 | 0x20000), c_int(-1), c_long(0))
+        self.mem = char_array(4 * _UC_SIZE)
+        self.contexts = self.mem()
+        at = _ctypes.addressof(self.contexts)
+        self.child, self.clone, self.fixup, self.back = (at + i * _UC_SIZE for i in range(4))
+        self.tid = c_long(0)  # (the kernel writes the pid's 4 bytes: the low half)
+        self.stacks = long_func("mmap")(c_long(0), c_long(2 * _CHAIN_STACK), 3,
+                                        0x22 | 0x20000, -1, c_long(0))
         if self.stacks == -1:
             raise error("mmap")
 
     def layout_ok(self) -> bool:
         """getcontext() fills the struct as glibc's x86_64 layout says."""
-        at = _ctypes.addressof(self.child)
-        return self.getcontext(self.child) == 0 and _word(at + _UC_FPREGS) == at + _UC_FPREGS_MEM
+        at = self.child
+        return self.getcontext(c_long(at)) == 0 and _word(at + _UC_FPREGS) == at + _UC_FPREGS_MEM
 
-    def chain(self, ctx, stack: int, link, fn: int, *args: int) -> None:
-        """makecontext(ctx, fn, args) on its own stack, then `link`."""
-        if self.getcontext(ctx) != 0:  # (now: with the signal mask of now)
+    def chain(self, at: int, stack: int, link: int, fn: int, *args: int) -> None:
+        """makecontext(the context at `at`, fn, args) on its own stack, then
+        the context at `link`."""
+        if self.getcontext(c_long(at)) != 0:  # (now: with the signal mask of now)
             raise error("getcontext")
-        at = _ctypes.addressof(ctx)
         c_long.from_address(at + _UC_STACK).value = stack
         c_long.from_address(at + _UC_STACK + 8).value = 0  # ss_flags
         c_long.from_address(at + _UC_STACK + 16).value = _CHAIN_STACK
-        c_long.from_address(at + _UC_LINK).value = _ctypes.addressof(link)
-        self.makecontext(ctx, c_long(fn), c_int(len(args)), *(c_long(a) for a in args))
+        c_long.from_address(at + _UC_LINK).value = link
+        self.makecontext(c_long(at), c_long(fn), len(args), *(c_long(a) for a in args))
 
 
 def _libc() -> _Libc | None:
@@ -201,11 +210,11 @@ def _new_stack() -> tuple[int, int]:
     below it, kept for the process's lifetime; (usable base, 16-byte
     aligned top with room for the two words above it)."""
     mmap = long_func("mmap")
-    base = mmap(c_long(0), c_long(_STACK + _PAGE), c_int(3), c_int(0x22 | 0x20000),
-                c_int(-1), c_long(0))  # RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK
+    base = mmap(c_long(0), c_long(_STACK + _PAGE), 3, 0x22 | 0x20000,
+                -1, c_long(0))  # RW, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK
     if base == -1:
         raise error("mmap")
-    if long_func("mprotect")(c_long(base), c_long(_PAGE), c_int(0)) != 0:
+    if long_func("mprotect")(c_long(base), c_long(_PAGE), 0) != 0:
         raise error("mprotect")
     return base + _PAGE, (base + _PAGE + _STACK - 64) & ~15
 
@@ -218,7 +227,7 @@ def available() -> bool:
         ts = _thread_state() if _trampoline_ok() and not _shadow_stack() else 0
         lc = _libc() if ts else None
         if lc:
-            span = char_array(_SPAN[1] - _SPAN[0]).from_address(ts + _SPAN[0])
+            span = lc.mem.from_address(ts + _SPAN[0])  # (read and written as [:_SPAN_LEN])
             _state[:] = [span, *_new_stack(), _thread.get_ident(), lc]
         else:
             _state[:] = [0]
@@ -252,9 +261,9 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     # stack, stack_size, tls, set_tid, set_tid_size, cgroup
     args = pack("=11Q", flags, 0, 0, _ctypes.addressof(lc.tid), _SIGCHLD, base, top - base,
                 0, 0, 0, max(cgroup_fd, 0))
-    if lc.getcontext(lc.child) != 0:  # now: the signal mask the child is to have
+    at = lc.child
+    if lc.getcontext(c_long(at)) != 0:  # now: the signal mask the child is to have
         raise error("getcontext")
-    at = _ctypes.addressof(lc.child)
     sp = top - 56  # as at a function's entry: sp + 8 is 16-byte aligned
     c_long.from_address(top).value = lc.setcontext  # where syscall()'s `ret` goes
     c_long.from_address(top + 8).value = lc.exit  # ... and a failed setcontext()
@@ -262,7 +271,7 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     c_long.from_address(at + _UC_GREGS + 8 * _REG_RDI).value = id(entry)
     c_long.from_address(at + _UC_GREGS + 8 * _REG_RSP).value = sp
     c_long.from_address(at + _UC_GREGS + 8 * _REG_RIP).value = lc.call
-    char_array(len(args)).from_address(at).raw = args
+    lc.mem.from_address(at)[:len(args)] = args
     # The parent's side: clone3, then PyGILState_Ensure(), then back. A
     # child killed in a syscall (SIGKILL from a dying pid namespace, a
     # cgroup kill, the OOM killer) dies with the GIL released and no
@@ -272,9 +281,9 @@ def spawn(flags: int, child, cgroup_fd: int = -1) -> int:
     lc.chain(lc.fixup, lc.stacks + _CHAIN_STACK, lc.back, lc.ensure)
     # straight-line from here to the restore: no Python call may push a
     # frame between the snapshot and the syscall
-    saved = span.raw
-    lc.swapcontext(lc.back, lc.clone)
-    span.raw = saved  # back in the parent: forget the child's unfinished frames
+    saved = span[:_SPAN_LEN]
+    lc.swapcontext(c_long(lc.back), c_long(lc.clone))
+    span[:_SPAN_LEN] = saved  # back in the parent: forget the child's unfinished frames
     pid = lc.tid.value
     if pid <= 0:
         raise error("clone3")
