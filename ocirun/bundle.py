@@ -170,13 +170,7 @@ class _BundleFinder:
         spec = self.spec_type(name, self.builtin_importer, origin="built-in")
         mod = _imp.create_builtin(spec)
         mod.__spec__, mod.__loader__, mod.__package__ = spec, self.builtin_importer, ""
-        sys.modules[name] = mod
-        try:
-            _imp.exec_builtin(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return sys.modules[name]
+        return _executed(name, mod, _imp.exec_builtin)
 
     def _load_extension(self, name: str, path: str):
         """A C extension from the path the build recorded; None if it is not
@@ -189,13 +183,19 @@ class _BundleFinder:
         except (ImportError, OSError):
             return None
         mod.__spec__, mod.__loader__, mod.__file__ = spec, ext_loader, path
-        sys.modules[name] = mod
-        try:
-            ext_loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        return sys.modules[name]
+        return _executed(name, mod, ext_loader.exec_module)
+
+
+def _executed(name: str, mod, execute):
+    """mod in sys.modules while execute(mod) runs (taken out again if that
+    fails), as importlib does; what sys.modules then holds."""
+    sys.modules[name] = mod
+    try:
+        execute(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return sys.modules[name]
 
 
 class _Cold:
