@@ -37,8 +37,8 @@ install:
 	find $(LIBDIR).new -name __pycache__ -prune -exec rm -rf {} +
 	$(PY) -m compileall -q -o 0 -o 2 $(LIBDIR).new/ocirun
 	rm -rf $(LIBDIR) && mv $(LIBDIR).new $(LIBDIR)
-	$(PY) -ISOO -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' $(LIBDIR)
-	sed -e '1s|.*|#!$(PY) -ISOO|' -e 's|^_dir = .*|_dir = "$(LIBDIR)"|' \
+	$(PY) -IS -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' $(LIBDIR)
+	sed -e '1s|.*|#!$(PY) -IS|' -e 's|^_dir = .*|_dir = "$(LIBDIR)"|' \
 	  -e 's|^# Development launcher: runs ocirun from this checkout|# The installed launcher: runs ocirun from $(LIBDIR)|' bin/ocirun > $(BINDIR)/ocirun.new
 	chmod 755 $(BINDIR)/ocirun.new && mv $(BINDIR)/ocirun.new $(BINDIR)/ocirun
 	@echo "installed $(BINDIR)/ocirun (library in $(LIBDIR))"

@@ -894,13 +894,13 @@ class Bench:
                     walls[key].append(r["ns"])
         for key, xs in walls.items():
             out[key] = median(xs)
-        # the real run path, with the launcher's own flags (-ISOO)
+        # the real run path, with the launcher's own flags (-IS)
         rt = next((r for r in self.rts if r.name == "ocirun" and r.ok), None)
         if rt is not None:
             runs = []
             for _ in range(reps):
                 cid = self.cid(rt, "imp")
-                p = subprocess.run([SYS_PYTHON, "-X", "importtime", "-ISOO", OCIRUN,
+                p = subprocess.run([SYS_PYTHON, "-X", "importtime", "-IS", OCIRUN,
                                     "--root", rt.root, "run", "--bundle", self.bundle, cid],
                                    capture_output=True, text=True, env=ENV, timeout=60,
                                    stdin=subprocess.DEVNULL)
@@ -1114,7 +1114,7 @@ def report(res: dict, runtimes: list[str]) -> str:
         if "import_run" in imp:
             r = imp["import_run"]
             tops = ", ".join(f"{m} {u / 1000:.1f}" for m, u in r["top_level_us"][:6])
-            lines.append(f"bin/ocirun run (-ISOO): {r['total_us'] / 1000:.1f} ms of imports "
+            lines.append(f"bin/ocirun run (-IS): {r['total_us'] / 1000:.1f} ms of imports "
                          f"({r['modules']} modules; top-level ms: {tops})")
         if b is not None:
             lines.append(f"python3 -IS -c pass: {b / 1000:.1f} ms of imports (baseline)")

@@ -44,11 +44,16 @@ import posix
 
 _VERSION = 4
 _PKG_DIR = __file__.rpartition("/")[0]
+# The bundle's code is compiled without docstrings or asserts whatever the
+# interpreter's flags: the launchers run without -O, under which a stdlib
+# module without its .opt-N.pyc (Debian ships none) is compiled at every
+# start where its cache is not writable (~3 ms a start, rootless).
+OPTIMIZE = 2
 
 
 def bundle_path(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     tag = sys.implementation.cache_tag
-    level = sys.flags.optimize if optimize is None else optimize
+    level = OPTIMIZE if optimize is None else optimize
     return f"{pkg_dir}/__pycache__/bundle.{tag}.opt-{level}.v{_VERSION}.bin"
 
 

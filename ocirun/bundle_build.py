@@ -28,7 +28,7 @@ _FUTURE_LINE = b"from __future__ import annotations\n"
 
 
 def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
-    """Compile every module of the package (at this interpreter's -O level)
+    """Compile every module of the package (at bundle.OPTIMIZE unless told)
     into the bundle; written atomically. Returns its path.
 
     Compiled under -X no_debug_ranges (in a child interpreter if this one
@@ -36,7 +36,8 @@ def build(pkg_dir: str = _PKG_DIR, optimize: int | None = None) -> str:
     serves tracebacks is ~25 % of the code, in the file and in the memory
     of every command."""
     if optimize is None:
-        optimize = sys.flags.optimize
+        from ocirun.bundle import OPTIMIZE
+        optimize = OPTIMIZE
     if not sys._xoptions.get("no_debug_ranges"):
         return _build_in_child(pkg_dir, optimize)
     import __future__
@@ -219,7 +220,7 @@ _BOOT_SRC = """
 def _ocirun_boot(d):
     import marshal, posix, sys
     path = (f"{d}/ocirun/__pycache__/bundle.{sys.implementation.cache_tag}"
-            f".opt-{sys.flags.optimize}.v%d.bin")
+            ".opt-%d.v%d.bin")
     fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         n = int.from_bytes(posix.pread(fd, 4, 0), "little")
@@ -242,8 +243,8 @@ def boot_path(cache_dir: str) -> str:
 
 
 def _write_boot(cache_dir: str) -> None:
-    from ocirun.bundle import _VERSION
-    code = marshal.dumps(_slimmed(compile(_BOOT_SRC % _VERSION, "<ocirun boot>",
+    from ocirun.bundle import _VERSION, OPTIMIZE
+    code = marshal.dumps(_slimmed(compile(_BOOT_SRC % (OPTIMIZE, _VERSION), "<ocirun boot>",
                                                      "exec", dont_inherit=True)))
     _write_atomic(boot_path(cache_dir), code)
 

@@ -31,7 +31,7 @@ print("values", ocirun.init.Init.ask.__defaults__, ocirun.cli.main.__annotations
 
 
 def _probe(tree: str) -> dict:
-    r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", PROBE, tree], capture_output=True,
+    r = subprocess.run(["/usr/bin/python3", "-IS", "-c", PROBE, tree], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return dict(line.split(" ", 1) for line in r.stdout.splitlines())
@@ -92,10 +92,10 @@ def test_the_launcher_runs_containers_through_it(oci, bundle):
     bundle.args("/bin/true")
     # a fresh bundle (in an edited checkout a start removes a stale one only
     # when it imports an edited module, and `run` imports more than most)
-    subprocess.run(["/usr/bin/python3", "-ISOO", "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+    subprocess.run(["/usr/bin/python3", "-IS", "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
                     " from ocirun import bundle; bundle.build()", REPO],
                    capture_output=True, timeout=120, check=True)
-    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-ISOO", OCIRUN, "--root",
+    r = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-IS", OCIRUN, "--root",
                         oci.root, "run", "-b", bundle.path, "bun"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -110,7 +110,7 @@ def _launch(tree: str, *args: str) -> subprocess.CompletedProcess:
     os.makedirs(os.path.join(tree, "bin"), exist_ok=True)
     launcher = os.path.join(tree, "bin", "ocirun")
     shutil.copy(OCIRUN, launcher)
-    return subprocess.run(["/usr/bin/python3", "-X", "importtime", "-ISOO", launcher, *args],
+    return subprocess.run(["/usr/bin/python3", "-X", "importtime", "-IS", launcher, *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -133,7 +133,7 @@ def test_the_launcher_boots_from_the_bundle_and_loads_extensions_by_path(tree):
             " use_bundle(); import _json, ocirun.cli;"
             " print(type(_json.__loader__).__name__, _json.__file__,"
             " [p for p in sys.path_importer_cache if p.endswith('lib-dynload')] or 'unscanned')")
-    p = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", code, tree],
+    p = subprocess.run(["/usr/bin/python3", "-IS", "-c", code, tree],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     loader, path, scanned = p.stdout.split(None, 2)
@@ -265,7 +265,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 if sys.argv[2] == "bundle":
     from ocirun.bundle import use_bundle
-    if not use_bundle():  # (no assert: -OO drops it)
+    if not use_bundle():  # (no assert: the bundle's code has none)
         sys.exit("no bundle")
 from ocirun import _coldprobe as m
 out = []
@@ -309,7 +309,7 @@ print("STUBS", " ".join(stubs))
 
 
 def _cold_probe(tree: str, how: str) -> tuple[list, str]:
-    r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", COLD_PROBE_CALLS, tree, how],
+    r = subprocess.run(["/usr/bin/python3", "-IS", "-c", COLD_PROBE_CALLS, tree, how],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     *lines, stubs = r.stdout.splitlines()
@@ -390,7 +390,7 @@ def test_cold_code_loads_after_a_seccomp_filter_that_refuses_pread(tree):
     _probe(tree)  # builds the bundle
     out = {}
     for how in ("unpinned", "pinned"):
-        r = subprocess.run(["/usr/bin/python3", "-ISOO", "-c", COLD_AFTER_SECCOMP, tree, how],
+        r = subprocess.run(["/usr/bin/python3", "-IS", "-c", COLD_AFTER_SECCOMP, tree, how],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         out[how] = r.stdout.strip()

@@ -74,11 +74,11 @@ def trace_run(repo: str = REPO, global_args: tuple = ()) -> tuple[set, dict]:
         bundle, root = os.path.join(tmp, "bundle"), os.path.join(tmp, "root")
         mkbundle.make_bundle(bundle, ["/bin/true"], tty=False)
         # the bundle first, so that its build is not traced
-        subprocess.run(["/usr/bin/python3", "-ISOO", "-c", "import sys; sys.path.insert(0, "
+        subprocess.run(["/usr/bin/python3", "-IS", "-c", "import sys; sys.path.insert(0, "
                         "sys.argv[1]); from ocirun.bundle import build; build()", repo],
                        check=True)
         rd, wr = os.pipe()
-        proc = subprocess.Popen(["/usr/bin/python3", "-ISOO", "-c", _TRACER, str(wr), root,
+        proc = subprocess.Popen(["/usr/bin/python3", "-IS", "-c", _TRACER, str(wr), root,
                                  bundle, repo, *global_args], pass_fds=(wr,), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL)
         os.close(wr)

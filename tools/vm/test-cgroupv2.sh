@@ -33,7 +33,7 @@ trap 'rm -rf "$HELPERS"' EXIT
 gcc -static -Os -o "$HELPERS/sdn" "$REPO/tests/helpers/sdn.c"
 # the launcher's bytecode bundle (ocirun/bundle.py), built here: a rebuild in
 # the guest runs under TCG (seconds) and would land in the middle of a test
-/usr/bin/python3 -ISOO -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
+/usr/bin/python3 -IS -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
 "$HERE/run-in-guest.sh" "$REPO" \
   "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_TEST_HELPERS=$HELPERS OCIRUN_CG_CYCLES=${OCIRUN_CG_CYCLES:-20}; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
