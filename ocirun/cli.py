@@ -170,7 +170,7 @@ def _create_opts(a: Args, g: Args):
     from ocirun.container import CreateOptions
     pf = a.opts.get("preserve-fds", "0")
     try:
-        preserve = int(pf)
+        preserve = os.decimal(pf)
         if preserve < 0:
             raise ValueError
     except ValueError:

@@ -8,16 +8,19 @@ humans, line/column numbers in error messages).
 import _json
 import sys
 
+from ocirun.oslite import decimal
+
 
 def _parse_constant(name: str) -> float:
     return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
 
 
 # what _json.make_scanner reads from a JSONDecoder (a namespace, not a
-# class: a class costs ~15 µs to create at every start)
+# class: a class costs ~15 µs to create at every start); integers through
+# oslite.decimal, not int() (see there: ~190 KiB of peak RSS)
 _scan = _json.make_scanner(type(sys.implementation)(
-    strict=True, object_hook=None, object_pairs_hook=None, parse_float=float, parse_int=int,
-    parse_constant=_parse_constant))
+    strict=True, object_hook=None, object_pairs_hook=None, parse_float=float,
+    parse_int=decimal, parse_constant=_parse_constant))
 _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
                              False, False, True)
 _encode_sorted = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",

@@ -62,6 +62,21 @@ def environ_copy() -> dict:
             for k, v in posix.environ.items()}
 
 
+def decimal(s: str | bytes) -> int:
+    """int(s) of a decimal integer (ASCII digits, an optional minus sign),
+    without int() of a string: the first one in a process makes CPython
+    set up its base table with libm's log(), which maps ~190 KiB of libm
+    and of the interpreter (part of every container start's peak RSS)."""
+    b = s.encode() if isinstance(s, str) else s
+    digits = b[1:] if b[:1] == b"-" else b
+    if not digits.isdigit():
+        raise ValueError(f"invalid literal for int() with base 10: {s!r}")
+    n = 0
+    for c in digits:
+        n = n * 10 + c - 48
+    return -n if digits is not b else n
+
+
 def read_bytes(path: str) -> bytes:
     """The whole file: open, read to EOF, close; none of open()'s io
     objects and their fstat/ioctl/lseek calls (state and /proc files on

@@ -57,7 +57,7 @@ def proc_start_time(pid: int) -> int | None:
     fields = data[data.rfind(b")") + 2:].split()
     if fields[0] in (b"Z", b"X"):
         return None
-    return int(fields[19])
+    return os.decimal(fields[19])
 
 
 def proc_mnt_ns(pid: int) -> int | None:

@@ -43,7 +43,7 @@ def last_cap() -> int:
     global _last_cap
     if _last_cap is None:
         try:
-            _last_cap = int(os.read_bytes("/proc/sys/kernel/cap_last_cap"))
+            _last_cap = os.decimal(os.read_bytes("/proc/sys/kernel/cap_last_cap").strip())
         except (OSError, ValueError):  # pragma: no cover - /proc missing
             _last_cap = len(NAMES) - 1
     return _last_cap
