@@ -9,7 +9,8 @@ create/start/run/exec/kill/delete/state paths import this instead:
 
 It is the builtin `posix` module plus the few helpers those modules need
 (`path`, `makedirs`, `walk`, `fsencode`, `getenv`), with the semantics of
-their `os`/`posixpath` namesakes. Modules off the hot paths keep `import os`;
+their `os`/`posixpath` namesakes, and `decimal` (int() of a decimal string,
+without what int() sets up on first use: see there). Modules off the hot paths keep `import os`;
 both see the same process, so mixing them is safe.
 """
 import sys
