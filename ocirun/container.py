@@ -209,8 +209,12 @@ class Container:
                 return fw.wait()
         finally:
             self._unblock_signals()
-            if self._notify is not None or self._console >= 0:
-                self._close_relay_and_console()
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
+            if self._console >= 0:
+                os.close(self._console)
+                self._console = -1
             self.delete(force=True)
 
     def _wait_exec(self, sync) -> None:
@@ -236,14 +240,6 @@ class Container:
             return terminal.proxy(self._console, pid, watch=watch)
         self._notify.relay(pid, os.getpid())
         return fw.wait()
-
-    def _close_relay_and_console(self) -> None:
-        if self._notify is not None:
-            self._notify.close()
-            self._notify = None
-        if self._console >= 0:
-            os.close(self._console)
-            self._console = -1
 
     def _unblock_signals(self) -> None:
         """Undo the blocking of the forwarded signals by a foreground create

@@ -64,12 +64,18 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
             "config": cfg,
             "cgroup": mgr.to_state() if mgr is not None else None}
     if not plan.has_mount_ns:
-        _remember_host_mounts(data, plan.rootfs)
+        # its mounts land in our namespace, under the rootfs: remember
+        # what was there, so that delete (or a failed create) removes
+        # exactly what the container added
+        from ocirun.linux.mountinfo import ids_under
+        data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
     c.sd.make(data)  # before the cgroup exists: a killed create leaves what to delete
     pid = 0
     try:
         if opts.notify_socket:
-            _prepare_notify(c, opts.notify_socket, _foreground)
+            notify.make_dir(c.sd.path)
+            if _foreground:  # (its init may exec before we could bind later)
+                c._notify = notify.Relay(c.sd.path, opts.notify_socket)
         if opts.console_socket:
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
@@ -93,24 +99,6 @@ def _check_terminal(plan, opts, foreground: bool) -> None:
                                  detach=not foreground)
     if opts.console_socket:
         terminal.check_console_socket(opts.console_socket)
-
-
-def _remember_host_mounts(data: dict, rootfs: str) -> None:
-    """No mount namespace: the container's mounts land in ours, under the
-    rootfs. Remember what was there, so that delete (or a failed create)
-    removes exactly what the container added."""
-    from ocirun.linux.mountinfo import ids_under
-    data["host_mounts"] = {"root": rootfs, "before": sorted(ids_under(rootfs))}
-
-
-def _prepare_notify(c, notify_socket: str, foreground: bool) -> None:
-    """The container's NOTIFY_SOCKET directory; and for a foreground run the
-    relay to the caller's socket, bound now (its init may exec before we
-    could bind later)."""
-    from ocirun import notify
-    notify.make_dir(c.sd.path)
-    if foreground:
-        c._notify = notify.Relay(c.sd.path, notify_socket)
 
 
 def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
@@ -243,7 +231,9 @@ def prepare_security(plan, cfg: dict, root: str) -> None:
     proc = cfg["process"]
     if any(proc.get(f) is not None for f in _SCHED_PROCESS) or \
             any(plan.linux.get(f) is not None for f in _SCHED_LINUX):
-        _prepare_sched(plan, proc)
+        from ocirun.linux import sched
+        sched.validate(proc, plan.linux)
+        plan.process.sched = plan.linux
     # no capabilities object means no capabilities at all (as runc)
     from ocirun.linux import caps
     plan.process.caps = caps.parse(proc.get("capabilities"), "process.capabilities",
@@ -255,12 +245,6 @@ def prepare_security(plan, cfg: dict, root: str) -> None:
     if proc.get("apparmorProfile") or proc.get("selinuxLabel") or plan.linux.get("mountLabel"):
         from ocirun.linux import lsm
         lsm.check(proc, plan.linux)
-
-
-def _prepare_sched(plan, proc: dict) -> None:
-    from ocirun.linux import sched
-    sched.validate(proc, plan.linux)
-    plan.process.sched = plan.linux
 
 
 def _prepare_seccomp(plan, sc: dict, root: str) -> None:

@@ -335,8 +335,11 @@ class Init:
     def enter_root(self, k) -> None:
         root = self.plan.rootfs
         os.chdir(root)
-        if not self.plan.has_mount_ns or self.plan.no_pivot:
-            self.chroot_without_pivot(k)
+        if not self.plan.has_mount_ns:  # the runtime's mount namespace: no pivot there
+            os.chroot(".")
+        elif self.plan.no_pivot:  # (a ramdisk rootfs cannot be pivoted)
+            k.mount(root, "/", None, k.MS_MOVE)
+            os.chroot(".")
         else:
             try:
                 k.pivot_root(".", ".")
@@ -345,14 +348,6 @@ class Init:
                                " (use --no-pivot on a ramdisk rootfs)") from None
             k.umount2(".", k.MNT_DETACH)
         os.chdir("/")
-
-    def chroot_without_pivot(self, k) -> None:
-        """In the runtime's mount namespace there is no pivot_root (it would
-        change the host's root); --no-pivot (a ramdisk rootfs cannot be
-        pivoted) moves the rootfs onto / first."""
-        if self.plan.has_mount_ns:
-            k.mount(self.plan.rootfs, "/", None, k.MS_MOVE)
-        os.chroot(".")
 
     def finish_rootfs(self, k) -> None:
         plan = self.plan

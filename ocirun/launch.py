@@ -159,12 +159,9 @@ class NoParent:
 
     def send(self, verb: str, payload: bytes | str = b"", fds=None) -> None:
         if verb == "error":
-            self._write_error(payload)
+            os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
         elif verb not in ("join", "created"):
             raise OciError(f"internal: {verb!r} asked of a parent that sleeps")
-
-    def _write_error(self, payload: bytes | str) -> None:
-        os.write(self.err_fd, payload.encode() if isinstance(payload, str) else payload)
 
     def expect(self, verb: str) -> bytes:
         return b""
@@ -189,7 +186,9 @@ def spawn_vforked(flags: int, child_main, join) -> int:
             pid = vfork.spawn(flags, lambda: child_main(w),
                               join.into_fd if join is not None else -1)
         except OSError as e:
-            _disable_vfork_if_refused(e)
+            import errno
+            if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+                vfork.disable()  # clone3 itself refused (an old kernel or profile)
             raise
         finally:
             os.close(w)
@@ -208,11 +207,3 @@ def spawn_vforked(flags: int, child_main, join) -> int:
         return pid
     finally:
         os.close(r)
-
-
-def _disable_vfork_if_refused(e: OSError) -> None:
-    """clone3 itself refused (an old kernel or profile): fork from now on."""
-    import errno
-    from ocirun.kernel import vfork
-    if e.errno in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
-        vfork.disable()

@@ -17,15 +17,11 @@ def configure(path: str | None = None, fmt: str = "text", level: str | None = No
     _state["json"] = fmt == "json"
     _state["level"] = 10 if debug else _LEVELS.get(level or "warning", 30)
     if _state["fd"] >= 0:  # (main() run again in this process)
-        _close_file()
+        os.close(_state["fd"])
+        _state["fd"] = -1
     _state["path"] = None
     if path and path != "/dev/stderr":
         _open_file(path)
-
-
-def _close_file() -> None:
-    os.close(_state["fd"])
-    _state["fd"] = -1
 
 
 def _open_file(path: str) -> None:

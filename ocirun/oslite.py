@@ -135,14 +135,6 @@ def _mode(p, follow: bool = True):
         return None
 
 
-def _expand_link(link: str, resolved: str, todo: list[str]) -> str:
-    """path.realpath meets a symlink: its target's components go first in
-    todo; returns where they are resolved from ("" for "/")."""
-    target = posix.readlink(link)
-    todo.extend(target.split("/")[::-1])
-    return "" if target.startswith("/") else resolved
-
-
 class path:
     """posixpath's functions that the hot paths use (str paths only)."""
 
@@ -252,7 +244,10 @@ class path:
                 resolved = new
                 continue
             hops += 1
-            resolved = _expand_link(new, resolved, todo)
+            target = posix.readlink(new)
+            if target.startswith("/"):
+                resolved = ""
+            todo.extend(target.split("/")[::-1])
         return resolved or "/"
 
     @staticmethod

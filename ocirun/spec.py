@@ -96,25 +96,18 @@ def read_json(path: str, name: str):
     """Parse a JSON input file; errors name the file (one line)."""
     try:
         data = os.read_bytes(path)
+    except FileNotFoundError:
+        raise ConfigError("", f"cannot read {path}: no such file", name) from None
     except OSError as e:
-        raise _unreadable(path, name, e) from None
+        raise ConfigError("", f"cannot read {path}: {e.strerror}", name) from None
     from ocirun.jsonutil import loads
     try:
         cfg = loads(data)
     except (ValueError, RecursionError, SystemError, StopIteration):
         # the bare _json scanner reports some truncated documents as a
         # SystemError or a stray StopIteration: all mean "not JSON"
-        raise _malformed(data, name) from None
+        raise ConfigError("", f"malformed JSON: {json_error(data)}", name) from None
     return cfg
-
-
-def _unreadable(path: str, name: str, e: OSError) -> ConfigError:
-    why = "no such file" if isinstance(e, FileNotFoundError) else e.strerror
-    return ConfigError("", f"cannot read {path}: {why}", name)
-
-
-def _malformed(data: bytes, name: str) -> ConfigError:
-    return ConfigError("", f"malformed JSON: {json_error(data)}", name)
 
 
 def json_error(data: bytes) -> str:
@@ -241,16 +234,16 @@ def check_process(proc, path: str, c: Checker, exec_process: bool = False) -> No
     c.get(proc, "terminal", bool, path)
     cs = c.get(proc, "consoleSize", dict, path)
     if cs is not None:
-        check_console_size(cs, f"{path}.consoleSize", c)
+        c.uint(cs, "height", f"{path}.consoleSize", required=True)
+        c.uint(cs, "width", f"{path}.consoleSize", required=True)
     user = c.get(proc, "user", dict, path, required=not exec_process)
     if user is not None:
         up = f"{path}.user"
         c.uint(user, "uid", up, required=True)
         c.uint(user, "gid", up, required=True)
         c.uint(user, "umask", up)
-        gids = c.get(user, "additionalGids", list, up)
-        if gids:
-            check_additional_gids(gids, f"{up}.additionalGids", c)
+        for i, g in enumerate(c.get(user, "additionalGids", list, up, [])):
+            c.uint({"g": g}, "g", f"{up}.additionalGids[{i}]")
     caps = c.get(proc, "capabilities", dict, path)
     if caps is not None:
         for k, v in caps.items():
@@ -277,16 +270,6 @@ def check_process(proc, path: str, c: Checker, exec_process: bool = False) -> No
     oom = c.get(proc, "oomScoreAdj", int, path)
     if oom is not None and not -1000 <= oom <= 1000:
         raise c.fail(f"{path}.oomScoreAdj", "must be between -1000 and 1000")
-
-
-def check_console_size(cs: dict, path: str, c: Checker) -> None:
-    c.uint(cs, "height", path, required=True)
-    c.uint(cs, "width", path, required=True)
-
-
-def check_additional_gids(gids: list, path: str, c: Checker) -> None:
-    for i, g in enumerate(gids):
-        c.uint({"g": g}, "g", f"{path}[{i}]")
 
 
 def check_linux(linux: dict, c: Checker) -> None:

@@ -81,10 +81,6 @@ def is_init(pid: int, data: dict) -> bool:
     ns = data.get("mnt_ns")
     if ns is None:
         return True
-    return _in_mnt_ns(pid, ns)
-
-
-def _in_mnt_ns(pid: int, ns: int) -> bool:
     try:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino == ns
     except PermissionError:

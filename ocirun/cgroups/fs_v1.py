@@ -149,7 +149,7 @@ class FsV1Manager(Manager):
                 fn = _mod("v2.hugetlb").set  # hybrid: hugetlb lives in the cgroup2 hierarchy
             fn(d, resources, path, self)
         if resources.get("unified"):
-            self._set_unified(resources, path)
+            _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
 
     def _check_unified(self, resources: dict, path: str) -> None:
         """Hybrid: linux.resources.unified goes to the cgroup2 hierarchy."""
@@ -159,9 +159,6 @@ class FsV1Manager(Manager):
             raise ConfigError(path + ".unified", "not supported: cgroup v2 keys "
                               "on a cgroup v1 host")
         unified.check(resources, path, uctl)
-
-    def _set_unified(self, resources: dict, path: str) -> None:
-        _mod("v2.unified").set(self.paths[""], resources, path, self, self._unified_ctls())
 
     def _refuse_undelegated_ctl(self, ctl: str, keys: tuple[str, ...], resources: dict,
                                 path: str) -> None:

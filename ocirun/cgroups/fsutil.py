@@ -34,7 +34,8 @@ def write_each(dirpath: str, writes: list[tuple[str, str | int, str]]) -> None:
             try:
                 os.write(fd, data)
             except OSError as e:
-                raise _write_refused(dirpath, name, data, jpath, e) from None
+                raise ConfigError(jpath, f"writing {data.decode()!r} to "
+                                  f"{os.path.join(dirpath, name)}: {os.strerror(e.errno)}") from None
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -45,12 +46,6 @@ def _open_for_write(dirpath: str, name: str, jpath: str) -> int:
         return os.open(os.path.join(dirpath, name), os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise _missing_file(dirpath, name, jpath) from None
-
-
-def _write_refused(dirpath: str, name: str, data: bytes, jpath: str,
-                   e: OSError) -> ConfigError:
-    return ConfigError(jpath, f"writing {data.decode()!r} to "
-                       f"{os.path.join(dirpath, name)}: {os.strerror(e.errno)}")
 
 
 def _missing_file(dirpath: str, name: str, jpath: str) -> ConfigError:
@@ -107,11 +102,6 @@ def mkdir_p(path: str) -> list[str]:
         parent = os.path.dirname(path)
         if parent == path:
             raise
-    return _mkdir_with_parent(path, parent)
-
-
-def _mkdir_with_parent(path: str, parent: str) -> list[str]:
-    """mkdir_p when the parent is missing too."""
     made = mkdir_p(parent)
     try:
         os.mkdir(path, 0o755)

@@ -56,7 +56,8 @@ class SelfJoin:
             for fd in fds:
                 os.write(fd, b"0")
         except OSError as e:
-            raise _join_refused(e) from None
+            raise CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}"
+                              f"{_realtime_hint(e.errno, 0)}") from None
         finally:
             for fd in fds:
                 os.close(fd)
@@ -88,12 +89,6 @@ class SelfJoin:
         for fd in self.task_fds + ([self.into_fd] if self.into_fd >= 0 else []):
             os.close(fd)
         self.task_fds, self.into_fd = [], -1
-
-
-def _join_refused(e: OSError) -> CgroupError:
-    """SelfJoin.enter: a write of "0" to `tasks` failed."""
-    return CgroupError(f"joining the container's cgroup: {os.strerror(e.errno)}"
-                       f"{_realtime_hint(e.errno, 0)}")
 
 
 class Manager:

@@ -114,8 +114,9 @@ def parse(cfg: dict | None, path: str = "process.capabilities",
             elif n <= top:
                 mask |= 1 << n
         setattr(out, s, mask)
-    if unknown:
-        _warn_unknown(unknown, warn or _warn_stderr)
+    w = warn or _warn_stderr
+    for name, where in unknown.items():
+        w(f"{where}: unknown capability {name!r}, ignored")
     stray = out.ambient & ~(out.permitted & out.inheritable)
     if stray:
         # The kernel refuses these (PR_CAP_AMBIENT_RAISE -> EPERM). runc
@@ -123,12 +124,6 @@ def parse(cfg: dict | None, path: str = "process.capabilities",
         # a warning here would fire on nearly every container.
         out.ambient &= ~stray
     return out
-
-
-def _warn_unknown(unknown: dict[str, str], warn: Callable[[str], None]) -> None:
-    """unknown: capability name -> where the config first names it."""
-    for name, where in unknown.items():
-        warn(f"{where}: unknown capability {name!r}, ignored")
 
 
 def drop_bounding(cs: CapSets) -> None:

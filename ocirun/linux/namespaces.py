@@ -77,17 +77,10 @@ def plan_namespaces(namespaces: list[dict]) -> NsPlan:
             new_flags &= ~FLAGS["time"]
         p.clone_flags = new_flags
     else:
-        _plan_slow_path(p, new_flags)
+        p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
+        p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or \
+            "pid" in p.paths or "time" in p.paths
     return p
-
-
-def _plan_slow_path(p: NsPlan, new_flags: int) -> None:
-    """The slow path: the child joins and unshares namespaces itself; a pid
-    or time namespace (new or joined) applies to its children only, hence
-    the second fork."""
-    p.unshare_flags = new_flags & ~(FLAGS["pid"] | FLAGS["time"])
-    p.second_fork = bool(new_flags & (FLAGS["pid"] | FLAGS["time"])) or \
-        "pid" in p.paths or "time" in p.paths
 
 
 def check_paths(p: NsPlan, namespaces: list[dict]) -> None:

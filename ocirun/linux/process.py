@@ -22,13 +22,8 @@ def set_rlimits(rlimits: list[dict]) -> None:
         try:
             k.setrlimit(num, soft, hard)
         except OSError as e:
-            raise _setrlimit_error(r, e) from None
-
-
-def _setrlimit_error(r: dict, e: OSError) -> OciError:
-    """What a refused limit is reported as (built only when one is)."""
-    return OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
-                    f"{os.strerror(e.errno)}")
+            raise OciError(f"cannot set {r['type']} to {r['soft']}/{r['hard']}: "
+                           f"{os.strerror(e.errno)}") from None
 
 
 def set_oom_score_adj(value: int | None) -> None:
