@@ -481,11 +481,15 @@ def test_masked_paths(oci, bundle):
 
 def test_readonly_paths(oci, bundle):
     os.makedirs(os.path.join(bundle.rootfs, "data", "sub"))
-    bundle.linux["readonlyPaths"] += ["/data", "/not/there"]
+    # /bin too: read-only, not noexec (the shell below runs from it)
+    bundle.linux["readonlyPaths"] += ["/data", "/not/there", "/bin"]
     bundle.sh("(echo 1 > /proc/sys/kernel/ns_last_pid) 2>&1; touch /data/x 2>&1;"
-              " touch /data/sub/y 2>&1; echo done; cat /proc/self/mountinfo")
+              " touch /data/sub/y 2>&1; /bin/true && echo ran; echo done;"
+              " cat /proc/self/mountinfo")
     out = run_out(oci, bundle)
     assert out.count("Read-only file system") == 3, out
+    assert "ran" in out.splitlines(), out
     mi = mountinfo(out)
-    assert "ro" in mi["/proc/sys"].opts and "ro" in mi["/data"].opts
-    assert {"nosuid", "nodev", "noexec"} <= mi["/data"].opts
+    assert "ro" in mi["/proc/sys"].opts and "ro" in mi["/data"].opts and "ro" in mi["/bin"].opts
+    # nothing but "ro" is added (runc and crun keep the source's flags)
+    assert not {"nosuid", "nodev", "noexec"} & (mi["/data"].opts | mi["/bin"].opts)

@@ -521,10 +521,11 @@ def mask_path(path: str) -> None:
 
 
 def readonly_path(path: str) -> None:
-    """readonlyPaths: a read-only bind of the path over itself."""
+    """readonlyPaths: a read-only bind of the path over itself, submounts
+    too; nothing else changes (a read-only /bin still runs programs, as
+    with runc and crun)."""
     try:
-        tree = bind_tree(path, True, _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                         rec_set=_ATTR_RDONLY)
+        tree = bind_tree(path, True, rec_set=_ATTR_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return
     k = _sys()
