@@ -277,6 +277,8 @@ class Container:
             self._delete(force)
         finally:
             self.sd.unlock()
+        if not self._then_exit:  # (a `run` of the CLI leaves it to `delete`)
+            self.sd.sweep()
 
     def _delete(self, force: bool) -> None:
         loaded = self.sd.load()

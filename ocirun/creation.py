@@ -69,7 +69,9 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
         # exactly what the container added
         from ocirun.linux.mountinfo import ids_under
         data["host_mounts"] = {"root": plan.rootfs, "before": sorted(ids_under(plan.rootfs))}
-    c.sd.make(data)  # before the cgroup exists: a killed create leaves what to delete
+    # before the cgroup exists: a killed create leaves what to delete (the
+    # config, for exec, comes with the second save)
+    c.sd.make({k: v for k, v in data.items() if k != "config"})
     pid = 0
     try:
         if opts.notify_socket:

@@ -197,7 +197,7 @@ def spawn_vforked(flags: int, child_main, join) -> int:
         try:
             if dumpable:  # (the child's PR_SET_DUMPABLE was on our shared mm)
                 k.prctl(k.PR_SET_DUMPABLE, dumpable)
-            msg = os.read(r, 65536)
+            msg = os.read(r, 16384)  # (one line; 64 KiB moved the heap top)
             if msg:  # it has exited
                 os.waitpid(pid, 0)
         except OSError as e:  # (not clone3's: the caller must not fork a second one)

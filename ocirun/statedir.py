@@ -152,17 +152,13 @@ class StateDir:
         `state`/`delete` saw an unlocked, empty dir: a live create reported
         as "stopped", and deletable.)"""
         from ocirun.errors import ContainerExists
-        try:
-            os.makedirs(self.root, 0o711, exist_ok=True)
-        except OSError as e:
-            raise OciError(f"cannot create state root {self.root}: {e.strerror}") from None
+        if not os.path.isdir(self.root):
+            _make_root(self.root)
         if os.path.lexists(self.path):
             raise ContainerExists(self.id)
-        _sweep_new_dirs(self.root)
         tmp = os.path.join(self.root, f".{self.id}.{os.getpid()}{NEW_SUFFIX}")
         try:
-            remove_tree(tmp)  # a killed create of a process that had our pid
-            os.mkdir(tmp, 0o711)
+            _mkdir_fresh(tmp)
             self._lockfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             if state is not None:  # (whole, even here: a reader may look)
@@ -209,15 +205,34 @@ class StateDir:
 
     def remove(self) -> None:
         """Renamed out of sight first: readers see the whole dir or none
-        (never a locked dir without state.json, which reads as "creating")."""
+        (never a locked dir without state.json, which reads as "creating").
+        The files ocirun makes go by name; a listing only if more is there."""
         gone = os.path.join(self.root, f".{self.id}.{os.getpid()}{DEL_SUFFIX}")
         try:
-            remove_tree(gone)
             os.rename(self.path, gone)
-        except OSError:
-            gone = self.path
-        remove_tree(gone)
-        self.unlock()  # (what a killed delete leaves, the next create sweeps)
+        except OSError:  # (a leftover of a killed delete that had our pid)
+            try:
+                remove_tree(gone)
+                os.rename(self.path, gone)
+            except OSError:
+                gone = self.path
+        for name in (STATE_FILE, MARKER):
+            try:
+                os.unlink(os.path.join(gone, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(gone)
+        except FileNotFoundError:
+            pass
+        except OSError:  # ENOTEMPTY: the fifo, a notify socket dir, ...
+            remove_tree(gone)
+        self.unlock()
+
+    def sweep(self) -> None:
+        """Remove what killed creates and deletes left under the root (see
+        _sweep_new_dirs); `delete` does, a `run`'s own delete does not."""
+        _sweep_new_dirs(self.root)
 
     # -- content ------------------------------------------------------------
     def save(self, data: dict, replacing: bool = False) -> None:
@@ -362,6 +377,23 @@ def _well_formed(data) -> bool:
         if v is not ... and (not isinstance(v, typ) or isinstance(v, bool)):
             return False
     return data["pid"] >= 0
+
+
+def _make_root(root: str) -> None:
+    try:
+        os.makedirs(root, 0o711, exist_ok=True)
+    except OSError as e:
+        raise OciError(f"cannot create state root {root}: {e.strerror}") from None
+
+
+def _mkdir_fresh(path: str) -> None:
+    """mkdir; what is in the way is a killed create's of a process that had
+    our pid: removed first."""
+    try:
+        os.mkdir(path, 0o711)
+    except FileExistsError:
+        remove_tree(path)
+        os.mkdir(path, 0o711)
 
 
 def _make_marker(dirpath: str) -> None:

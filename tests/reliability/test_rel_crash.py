@@ -25,7 +25,7 @@ def test_sigkill_runtime_at_random_points(area):
         kills += bool(r.get("killed"))
         problems += [f"seed {s} iteration {i} {r['op']} after {r.get('delay', 0) * 1e3:.1f} ms:"
                      f" {p}" for p in r["problems"]]
-    sweep = area.cid("sweep")  # the next create/delete sweeps hidden leftovers
+    sweep = area.cid("sweep")  # the next delete sweeps hidden leftovers
     area.run("run", "-d", "-b", area.bundle, sweep)
     area.run("delete", "--force", sweep)
     hidden = [i for i in area.ids() if i.startswith(".")]
