@@ -254,8 +254,8 @@ def _cmd_list(a: Args, g: Args) -> int:
     fmt = a.opts.get("format", "table")
     if a.opts.get("quiet"):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
-    elif fmt == "json":
-        _print_json(states or None)
+    elif fmt == "json":  # (runc's: the owner by name here, unlike `state`)
+        _print_json([dict(s, owner=_extra().owner_name(s)) for s in states] or None)
     elif fmt == "table":
         _extra().print_table(states)
     else:

@@ -78,11 +78,22 @@ def ids_matching(pattern: str, root: str | None) -> list[str]:
     return [i for i in list_ids(root or default_root()) if rx.search(i)]
 
 
+def owner_name(state: dict) -> str:
+    """`list`'s OWNER, as runc's: the user name of the owner's uid ("" is
+    root), or "#<uid>" without one."""
+    uid = state.get("owner") or "0"
+    try:
+        import pwd
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError, OverflowError):
+        return f"#{uid}"
+
+
 def print_table(states: list[dict]) -> None:
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     for s in states:
         rows.append((s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"],
-                     s.get("owner") or "root"))
+                     owner_name(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:
         sys.stdout.write("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")

@@ -156,6 +156,9 @@ def test_list_formats(oci, bundle):
     assert oci.ok("list", "-q").split() == ["l1", "l2"]
     js = json.loads(oci.ok("list", "--format", "json"))
     assert {s["id"]: s["status"] for s in js} == {"l1": "created", "l2": "running"}
+    # the owner by name, in both formats (runc's list; `state` keeps the uid)
+    assert rows["l1"][5] == "root" and {s["owner"] for s in js} == {"root"}
+    assert json.loads(oci.ok("state", "l1"))["owner"] == ""
 
 
 @pytest.mark.parametrize("same_tick", [False, True], ids=["other-tick", "same-tick"])
