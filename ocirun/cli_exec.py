@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ocirun.cli import Args, _usage_error, parse
+from ocirun.errors import OciError, UsageError
 
 COMMANDS = {
     "exec": ("run a new process inside a running container",
@@ -34,6 +35,27 @@ def dispatch(cmd: str, argv: list[str], g: Args) -> int:
         return _help("exec")
     if not a.pos:
         raise _usage_error('"exec" requires a container id')
+    try:
+        return _exec(a, g, execute)
+    except (UsageError, BrokenPipeError):
+        raise
+    except (OciError, OSError) as e:
+        # runc and crun: exit 255 when the process could not be started
+        # (engines tell that from the process's own exit code)
+        raise _ExecFailed(e) from None
+
+
+class _ExecFailed(OciError):
+    exit_code = 255
+
+    def __init__(self, e: OciError | OSError) -> None:
+        if isinstance(e, OciError):
+            super().__init__(str(e))
+        else:
+            super().__init__(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+
+
+def _exec(a: Args, g: Args, execute) -> int:
     cid = a.pos[0]
     root = g.opts.get("root")
     from ocirun.container import Container

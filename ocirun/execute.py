@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ocirun import oslite as os
 
-from ocirun.errors import ConfigError, OciError, StateError
+from ocirun.errors import ConfigError, OciError, StateError, UsageError
 
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup",
             "pid": "pid", "time": "time", "mount": "mnt"}
@@ -89,7 +89,8 @@ def process_from_flags(base: dict, args: list[str], *, tty: bool = False,
         try:
             proc.setdefault("user", {})["additionalGids"] = [int(g) for g in additional_gids]
         except ValueError:
-            raise OciError(f"--additional-gids {additional_gids}: must be numbers") from None
+            # (a flag of a number type that does not parse: a usage error, as in runc)
+            raise UsageError(f"--additional-gids {additional_gids}: must be numbers") from None
     if caps:
         c = proc.setdefault("capabilities", {})
         for s in ("bounding", "effective", "permitted", "ambient", "inheritable"):

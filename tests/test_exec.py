@@ -337,6 +337,7 @@ def test_exec_stopped_container_is_clear_error(oci, bundle):
     assert oci.fail("exec", "s", "true") == "ocirun: cannot exec in a stopped container"
     assert oci.state("s")["status"] == "stopped"
     assert "does not exist" in oci.fail("exec", "nosuch", "true")
+    assert oci("exec", "s", "true").rc == 255 and oci("exec", "nosuch", "true").rc == 255
 
 
 def test_exec_created_container(oci, bundle):
@@ -370,6 +371,10 @@ def test_exec_bad_input_one_line_container_untouched(oci, ctr, args, want):
     line = oci.fail("exec", *args)
     assert want in line, line
     assert line.startswith("ocirun: ")
+    # runc's exit codes: 1 for a flag that does not parse, else 255 (the
+    # process could not be started)
+    rc = oci("exec", *args).rc
+    assert rc == (1 if args[0] in ("-g", "--preserve-fds") else 255), (args, rc)
     _untouched(oci, cid, pid)
 
 

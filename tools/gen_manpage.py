@@ -54,8 +54,10 @@ file, so a container whose runtime was killed is never shown as running.
 # EXIT STATUS
 
 **run** (without **--detach**) and **exec** (without **--detach**) exit with
-the container process's status, or 128+N when it was killed by signal N. All
-other commands exit 0 on success and 1 on error.
+the container process's status, or 128+N when it was killed by signal N.
+**exec** exits 255 when the process could not be started (as runc and
+crun), 1 for a flag that does not parse. All other commands exit 0 on
+success and 1 on error.
 
 # ENVIRONMENT
 
