@@ -210,7 +210,8 @@ def _cmd_run(a: Args, g: Args) -> int:
     from ocirun import container as ctr
     cid = _need_id(a, "run")
     return ctr.run(cid, a.opts.get("bundle", "."), g.opts.get("root"), _create_opts(a, g),
-                   detach=a.opts.get("detach", False), then_exit=_exits_after)
+                   detach=a.opts.get("detach", False), then_exit=_exits_after,
+                   keep=a.opts.get("keep", False))
 
 
 def _cmd_start(a: Args, g: Args) -> int:

@@ -186,11 +186,12 @@ class Container:
         _warn_hooks(data, "poststart", "running")
         return relay
 
-    def run_foreground(self, then_exit: bool = False) -> int:
+    def run_foreground(self, then_exit: bool = False, keep: bool = False) -> int:
         """For `run`: release the init, forward signals (or proxy the
-        terminal), wait for the exit status, clean up. then_exit: the caller
-        exits right after (the CLI), so our signal handlers need not be put
-        back (see forward_signals)."""
+        terminal), wait for the exit status, clean up (keep: leave the
+        stopped container, its state and cgroup, for `delete`, as runc's
+        --keep). then_exit: the caller exits right after (the CLI), so our
+        signal handlers need not be put back (see forward_signals)."""
         from ocirun.linux.foreground import forward_signals
         data = self._created or self._data()  # (create's own copy: no re-read)
         pid = self.pid
@@ -215,7 +216,8 @@ class Container:
             if self._console >= 0:
                 os.close(self._console)
                 self._console = -1
-            self.delete(force=True)
+            if not keep:
+                self.delete(force=True)
 
     def _wait_exec(self, sync) -> None:
         """A forked init answers "go" by exec'ing (EOF) or with its error."""
@@ -444,14 +446,14 @@ def start(cid: str, root: str | None = None, notify_socket: str | None = None) -
 
 def run(cid: str, bundle: str = ".", root: str | None = None,
         opts: CreateOptions | None = None, detach: bool = False,
-        then_exit: bool = False) -> int:
-    """create + start (+ wait and delete unless detached); returns the exit
-    status. then_exit: see Container.run_foreground."""
+        then_exit: bool = False, keep: bool = False) -> int:
+    """create + start (+ wait and delete unless detached, or kept); returns
+    the exit status. then_exit, keep: see Container.run_foreground."""
     if detach:
         _run_detached(cid, bundle, root, opts)
         return 0
     c = Container.create(cid, bundle, root, opts, _foreground=True, _then_exit=then_exit)
-    return c.run_foreground(then_exit)
+    return c.run_foreground(then_exit, keep)
 
 
 def _run_detached(cid: str, bundle: str, root: str | None,

@@ -19,6 +19,22 @@ def test_run_prints_from_inside_and_cleans_up(oci, bundle):
     assert oci.ids() == []  # run deletes the container when it exits
 
 
+def test_run_keep_leaves_the_stopped_container(oci, bundle):
+    """run --keep (runc's): the exit status as usual, then the container
+    stays, stopped, with its cgroup, until delete."""
+    bundle.sh("exit 3")
+    cid = f"k{os.getpid()}"
+    assert oci("run", "--keep", "-b", bundle.path, cid).rc == 3
+    st = oci.state(cid)
+    assert st["status"] == "stopped" and st["pid"] == 0
+    with open(os.path.join(oci.root, cid, "state.json")) as f:
+        cg = json.load(f)["cgroup"]
+    dirs = list(cg["paths"].values()) if cg.get("paths") else [cg["dir"]]
+    assert dirs and all(os.path.isdir(d) for d in dirs), dirs
+    oci.ok("delete", cid)
+    assert oci.ids() == [] and not any(os.path.exists(d) for d in dirs)
+
+
 @pytest.mark.parametrize("code", [0, 1, 3, 42, 255])
 def test_run_returns_exit_status(oci, bundle, code):
     bundle.sh(f"exit {code}")
