@@ -48,7 +48,7 @@ def parse_signal(s: str) -> int:
     import signal
     if s.isdigit():
         n = int(s)
-        if not 0 < n < 65:
+        if not 0 <= n < 65:  # (0: only checks the process is there, as in runc)
             raise _usage_error(f"invalid signal number {s}")
         return n
     name = s.upper()

@@ -100,6 +100,8 @@ def test_kill_created_container_and_signal_forms(oci, bundle):
         oci.ok("delete", "k")
     oci.ok("create", "-b", bundle.path, "k")
     assert 'unknown signal "NOSIG"' in oci.fail("kill", "k", "NOSIG")
+    assert "invalid signal number 65" in oci.fail("kill", "k", "65")
+    oci.ok("kill", "k", "0")  # (as runc and crun: only checks the init is there)
     assert oci.state("k")["status"] == "created"
 
 
