@@ -212,6 +212,18 @@ def test_mount_flag_options(oci, bundle, tmp_path, kind):
             assert "rw" in m.opts, m
 
 
+def test_acl_options_are_flags_as_in_runc(oci, bundle, tmp_path):
+    """"acl"/"noacl" (runc's MS_POSIXACL), not options for the filesystem
+    (tmpfs refuses an "acl" it does not know)."""
+    (tmp_path / "src").mkdir()
+    add_mount(bundle, "/a1", "tmpfs", "tmpfs", ["acl", "size=1m"])
+    add_mount(bundle, "/a2", "tmpfs", "tmpfs", ["noacl"])
+    add_mount(bundle, "/a3", "bind", str(tmp_path / "src"), ["rbind", "acl"])
+    bundle.args("cat", "/proc/self/mountinfo")
+    mi = mountinfo(run_out(oci, bundle))
+    assert mi["/a1"].fstype == mi["/a2"].fstype == "tmpfs" and "/a3" in mi
+
+
 def test_flags_really_apply(oci, bundle, tmp_path):
     (tmp_path / "src").mkdir()
     add_mount(bundle, "/ro", "bind", str(tmp_path / "src"), ["rbind", "ro"])

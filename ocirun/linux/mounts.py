@@ -20,8 +20,10 @@ _MS_REMOUNT, _MS_MAND, _MS_DIRSYNC, _MS_NOSYMFOLLOW = 32, 64, 128, 256
 _MS_NOATIME, _MS_NODIRATIME, _MS_BIND, _MS_REC = 1024, 2048, 4096, 16384
 _MS_SILENT, _MS_RELATIME, _MS_IVERSION = 32768, 1 << 21, 1 << 23
 _MS_STRICTATIME, _MS_LAZYTIME = 1 << 24, 1 << 25
+_MS_POSIXACL = 1 << 16
 
 FLAG_OPTIONS = {
+    "acl": (_MS_POSIXACL, 0), "noacl": (0, _MS_POSIXACL),
     "async": (0, _MS_SYNC), "sync": (_MS_SYNC, 0),
     "atime": (0, _MS_NOATIME), "noatime": (_MS_NOATIME, 0),
     "defaults": (0, 0),
