@@ -92,6 +92,17 @@ def test_realtime_budget_written(oci, bundle):
     assert _read(d, "cpu.rt_runtime_us") == "1000"
 
 
+def test_zero_cpu_values_are_unset_as_in_runc(oci, bundle):
+    """Spec generators write zeros for what they leave unset: runc takes a
+    0 shares, quota, period or realtimePeriod for "not set"."""
+    bundle.args("true")
+    bundle.linux["resources"]["cpu"] = {"shares": 0, "quota": 0, "period": 0,
+                                        "realtimePeriod": 0, "realtimeRuntime": 0}
+    bundle.save()
+    r = oci.run(bundle, "zero")
+    assert r.rc == 0, r
+
+
 def test_sched_fifo_runs_with_a_realtime_budget(oci, bundle):
     """process.scheduler SCHED_FIFO in a container whose cpu cgroup has
     real-time runtime (linux.resources.cpu.realtimeRuntime)."""

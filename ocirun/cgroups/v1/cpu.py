@@ -14,7 +14,7 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     quota, period = quota_period(cpu, p)
     burst = spec.get_int(cpu, "burst", p)
     rt_rt = spec.get_int(cpu, "realtimeRuntime", p, unlimited=True)
-    rt_per = spec.get_int(cpu, "realtimePeriod", p, minimum=1)
+    rt_per = spec.get_int(cpu, "realtimePeriod", p)  # (0: unset, as in runc)
     idle = spec.get_int(cpu, "idle", p, maximum=1)
     if shares:  # 0 means unset, as in runc
         fsutil.write(d, "cpu.shares", shares, p + ".shares")
