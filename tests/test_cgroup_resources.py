@@ -92,12 +92,17 @@ def test_realtime_budget_written(oci, bundle):
     assert _read(d, "cpu.rt_runtime_us") == "1000"
 
 
-def test_zero_cpu_values_are_unset_as_in_runc(oci, bundle):
+def test_zero_values_are_unset_as_in_runc(oci, bundle):
     """Spec generators write zeros for what they leave unset: runc takes a
-    0 shares, quota, period or realtimePeriod for "not set"."""
+    0 for "not set" in cpu, memory (a limit of 0 bytes was written as such:
+    the init could not start), pids and blkio weights."""
     bundle.args("true")
     bundle.linux["resources"]["cpu"] = {"shares": 0, "quota": 0, "period": 0,
                                         "realtimePeriod": 0, "realtimeRuntime": 0}
+    bundle.linux["resources"]["memory"] = {"limit": 0, "reservation": 0, "swap": 0,
+                                           "kernelTCP": 0}
+    bundle.linux["resources"]["pids"] = {"limit": 0}
+    bundle.linux["resources"]["blockIO"] = {"weight": 0, "leafWeight": 0}
     bundle.save()
     r = oci.run(bundle, "zero")
     assert r.rc == 0, r

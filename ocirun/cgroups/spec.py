@@ -37,6 +37,17 @@ def get_int(d: dict, key: str, path: str, *, minimum: int | None = 0,
     return v
 
 
+def get_weight(d: dict, key: str, path: str, zero: bool = False) -> int | None:
+    """A blkio weight (10-1000) or None; 0 is "not set" as in runc (zero:
+    kept, for a device's entry, where writing it clears the device's rule)."""
+    w = get_int(d, key, path, maximum=1000)
+    if not w:
+        return 0 if zero and w == 0 else None
+    if w < 10:
+        raise ConfigError(f"{path}.{key}", f"{w} is out of range (10-1000, or 0 for unset)")
+    return w
+
+
 def get_bool(d: dict, key: str, path: str) -> bool | None:
     v = d.get(key)
     if v is None:
@@ -123,8 +134,8 @@ def weight_entries(bio: dict, path: str) -> list[tuple[int, int, int | None, int
         if not isinstance(e, dict):
             raise ConfigError(p, "must be an object")
         ma, mi = device_numbers(e, p)
-        w = get_int(e, "weight", p, minimum=10, maximum=1000)
-        lw = get_int(e, "leafWeight", p, minimum=10, maximum=1000)
+        w = get_weight(e, "weight", p, zero=True)
+        lw = get_weight(e, "leafWeight", p, zero=True)
         out.append((ma, mi, w, lw))
     return out
 
@@ -179,11 +190,14 @@ class Memory:
 
     def __init__(self, mem: dict, p: str) -> None:
         self.p = p
-        self.limit = get_int(mem, "limit", p, unlimited=True)
-        self.reservation = get_int(mem, "reservation", p, unlimited=True)
-        self.swap = get_int(mem, "swap", p, unlimited=True)
-        self.kernel = get_int(mem, "kernel", p, unlimited=True)
-        self.kernel_tcp = get_int(mem, "kernelTCP", p, unlimited=True)
+        # 0 is "not set", as in runc (spec generators write zeros for what
+        # they leave out; a limit of 0 bytes would also leave the init
+        # nothing to start with)
+        self.limit = get_int(mem, "limit", p, unlimited=True) or None
+        self.reservation = get_int(mem, "reservation", p, unlimited=True) or None
+        self.swap = get_int(mem, "swap", p, unlimited=True) or None
+        self.kernel = get_int(mem, "kernel", p, unlimited=True) or None
+        self.kernel_tcp = get_int(mem, "kernelTCP", p, unlimited=True) or None
         self.swappiness = get_int(mem, "swappiness", p, maximum=100)
         self.disable_oom_killer = get_bool(mem, "disableOOMKiller", p)
         self.use_hierarchy = get_bool(mem, "useHierarchy", p)

@@ -115,7 +115,7 @@ def properties(res: dict, version: str, path: str = "linux.resources") -> list[t
     if lim:
         out.append(("TasksMax", ("t", t(lim))))
     bio = spec.section(res, "blockIO", path)
-    w = spec.get_int(bio, "weight", path + ".blockIO", minimum=10, maximum=1000)
+    w = spec.get_weight(bio, "weight", path + ".blockIO")
     if w is not None:
         out.append(("IOWeight", ("t", blkio_to_io_weight(w))) if version == "v2"
                    else ("BlockIOWeight", ("t", w)))

@@ -16,8 +16,8 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     if not bio:
         return
     p = path + ".blockIO"
-    w = spec.get_int(bio, "weight", p, minimum=10, maximum=1000)
-    lw = spec.get_int(bio, "leafWeight", p, minimum=10, maximum=1000)
+    w = spec.get_weight(bio, "weight", p)
+    lw = spec.get_weight(bio, "leafWeight", p)
     devs = spec.weight_entries(bio, p)
     thr = [(k, f, spec.throttle_entries(bio, k, p)) for k, f in THROTTLE]
     # kernels with BFQ only (no CFQ) name the weight blkio.bfq.weight

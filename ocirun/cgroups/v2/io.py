@@ -20,8 +20,8 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     if not bio:
         return
     p = path + ".blockIO"
-    w = spec.get_int(bio, "weight", p, minimum=10, maximum=1000)
-    if spec.get_int(bio, "leafWeight", p, minimum=10, maximum=1000) is not None:
+    w = spec.get_weight(bio, "weight", p)
+    if spec.get_weight(bio, "leafWeight", p) is not None:
         mgr.warn(f"{p}.leafWeight ignored: cgroup v2 has no leaf weights")
     devs = spec.weight_entries(bio, p)
     thr = [(k, f, spec.throttle_entries(bio, k, p)) for k, f in THROTTLE]
@@ -33,7 +33,7 @@ def set(d: str, res: dict, path: str, mgr) -> None:
             fsutil.write(d, "io.weight", f"default {blkio_to_io_weight(w)}", p + ".weight")
     for i, (ma, mi, dw, dlw) in enumerate(devs):
         q = f"{p}.weightDevice[{i}]"
-        if dw is not None:
+        if dw:  # (0: nothing to set in a new cgroup; v2 has no "clear" value)
             if bfq:
                 fsutil.write(d, "io.bfq.weight", f"{ma}:{mi} {dw}", q + ".weight")
             else:
