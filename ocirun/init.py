@@ -152,7 +152,8 @@ class Init:
         """createContainer / startContainer hooks run here, in the
         container's namespaces."""
         from ocirun.hooks import run_hooks  # loaded by the parent (see forkinit._spawn)
-        st = dict(self.get_state(), status="created")
+        # (runc's: createContainer runs while create is still going on)
+        st = dict(self.get_state(), status="creating" if kind == "createContainer" else "created")
         run_hooks(self.plan.hooks[kind], kind, st)
 
     def setup_namespaces(self, k) -> None:

@@ -112,7 +112,7 @@ def test_all_six_in_order_namespaces_and_state(oci, bundle, hookenv):
     assert "in-container-root" not in read(hookenv, "createContainer.root").split()
     assert "in-container-root" in read(hookenv, "startContainer.root").split()
     # the state on stdin
-    want = {"prestart": "creating", "createRuntime": "creating", "createContainer": "created",
+    want = {"prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
             "startContainer": "created", "poststart": "running", "poststop": "stopped"}
     for k, status in want.items():
         st = json.loads(read(hookenv, f"{k}.state"))
