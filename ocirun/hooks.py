@@ -53,20 +53,30 @@ def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> 
         env = dict(e.split("=", 1) for e in env if "=" in e)
     timeout = hook.get("timeout")
     r, w = os.pipe2(os.O_CLOEXEC)
+    er, ew = os.pipe2(os.O_CLOEXEC)  # the execve's errno; EOF once it succeeded
     try:
         pid = os.fork()
     except OSError as e:
-        os.close(r)
-        os.close(w)
+        for fd in (r, w, er, ew):
+            os.close(fd)
         raise OciError(f"hook {where}: cannot fork: {e.strerror}") from None
     if pid == 0:  # child: stdin from the pipe, stdout/stderr inherited
         try:
             os.dup2(r, 0)
             os.execve(path, args, env)
         except OSError as e:
-            os.write(2, f"ocirun: hook {where} {path}: {e.strerror}\n".encode())
+            os.write(ew, str(e.errno).encode())
         os._exit(127)
     os.close(r)
+    os.close(ew)
+    try:
+        failed = os.read(er, 16)
+    finally:
+        os.close(er)
+    if failed:  # (one line, the runtime's: the child printed nothing)
+        os.close(w)
+        os.waitpid(pid, 0)
+        raise OciError(f"hook {where} {path}: {os.strerror(int(failed))}")
     try:
         os.write(w, stdin)
     except BrokenPipeError:

@@ -297,6 +297,17 @@ def test_missing_start_container_hook_in_container(oci, bundle):
     _assert_nothing_left(oci, cid)
 
 
+def test_missing_start_container_hook_in_run_is_one_line(oci, bundle):
+    """run: the hook's failed execve is reported once (the forked hook
+    child used to print it too)."""
+    bundle.config["hooks"] = {"startContainer": [{"path": "/no/hook/inside"}]}
+    bundle.args("true")
+    cid = new_id()
+    line = oci.fail("run", "-b", bundle.path, cid)  # (fail: exactly one line)
+    assert line == "ocirun: hook startContainer[0] /no/hook/inside: No such file or directory"
+    _assert_nothing_left(oci, cid)
+
+
 def test_hook_stdout_does_not_break_create(oci, bundle):
     """A hook writing a lot to stdout/stderr must not block or corrupt create."""
     bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
