@@ -321,7 +321,7 @@ def _report_error(e: BaseException) -> int:
     """The exit code for an error that ended main(), after logging it as
     one line (never a traceback)."""
     from ocirun import log
-    from ocirun.errors import OciError
+    from ocirun.errors import OciError, os_error_line
     if isinstance(e, OciError):
         log.error(str(e))
         return e.exit_code
@@ -330,7 +330,7 @@ def _report_error(e: BaseException) -> int:
     if isinstance(e, BrokenPipeError):
         return 1
     if isinstance(e, OSError):  # a system error nobody turned into an OciError: still one line
-        log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        log.error(os_error_line(e))
         return 1
     # a bug: still one line, with what is needed to find it
     log.error(f"internal error: {type(e).__name__}: {e}")

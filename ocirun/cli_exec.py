@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ocirun.cli import Args, _usage_error, parse
-from ocirun.errors import OciError, UsageError
+from ocirun.errors import OciError, UsageError, os_error_line
 
 COMMANDS = {
     "exec": ("run a new process inside a running container",
@@ -52,7 +52,7 @@ class _ExecFailed(OciError):
         if isinstance(e, OciError):
             super().__init__(str(e))
         else:
-            super().__init__(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+            super().__init__(os_error_line(e))
 
 
 def _exec(a: Args, g: Args, execute) -> int:

@@ -15,6 +15,11 @@ def one_line(s: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+def os_error_line(e: OSError) -> str:
+    """A system error nobody turned into an OciError, as one line."""
+    return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+
+
 class ConfigError(OciError):
     """A problem in a JSON input, located by file and JSON path."""
 

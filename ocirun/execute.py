@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ocirun import oslite as os
 
-from ocirun.errors import ConfigError, OciError, StateError, UsageError
+from ocirun.errors import ConfigError, OciError, StateError, UsageError, os_error_line
 
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup",
             "pid": "pid", "time": "time", "mount": "mnt"}
@@ -428,7 +428,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
     except OciError as e:
         _send_error(sync, str(e))
     except OSError as e:
-        _send_error(sync, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        _send_error(sync, os_error_line(e))
     except BaseException as e:
         _send_error(sync, f"internal error in exec: {type(e).__name__}: {e}")
     os._exit(255)

@@ -26,7 +26,7 @@ from ocirun import oslite as os
 
 # Everything the init needs is imported here, before the fork: after
 # pivot_root the runtime's own files are out of reach.
-from ocirun.errors import OciError, PeerGone
+from ocirun.errors import OciError, PeerGone, os_error_line
 from ocirun.kernel import syscalls as k
 from ocirun.launch import NoParent, drop_privileges, exec_process, prepare_process, seal_fds
 from ocirun.linux import cgroupfs, devices, mounts, namespaces as nsmod
@@ -446,7 +446,7 @@ def _report_exception(init: Init, e: BaseException) -> None:
     if isinstance(e, OciError):
         _report(init, str(e))
     elif isinstance(e, OSError):
-        _report(init, f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        _report(init, os_error_line(e))
     else:  # a bug: still one line, with the type to find it
         _report(init, f"internal error in container init: {type(e).__name__}: {e}")
 
