@@ -122,11 +122,13 @@ def procs(dirpath: str, recursive: bool = True) -> list[int]:
     return sorted(set(out))
 
 
-def rmdir_tree(path: str, timeout: float = 2.0) -> None:
+def rmdir_tree(path: str, timeout: float = 10.0) -> None:
     """Remove a cgroup directory and its sub-cgroups, deepest first.
 
     rmdir of a cgroup fails with EBUSY while a dying process is still
-    charged to it; retry briefly. A missing directory is fine (idempotent).
+    charged to it; retry, for up to 10 s (a killed process with much memory
+    on a slow or emulated machine takes seconds). A missing directory is
+    fine (idempotent).
     """
     try:
         os.rmdir(path)  # the usual case: no sub-cgroups, nothing charged

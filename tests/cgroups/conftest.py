@@ -122,7 +122,7 @@ def base():
             except ProcessLookupError:
                 pass
     for d in dirs:
-        fsutil.rmdir_tree(d, timeout=5)
+        fsutil.rmdir_tree(d)
 
 
 @pytest.fixture

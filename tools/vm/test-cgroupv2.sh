@@ -38,4 +38,4 @@ gcc -static -Os -o "$HELPERS/sdn" "$REPO/tests/helpers/sdn.c"
   "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_TEST_HELPERS=$HELPERS OCIRUN_CG_CYCLES=${OCIRUN_CG_CYCLES:-20}; echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
    test -x /bin/busybox && busybox --list | grep -qx mkfifo || { echo '[guest] busybox-static missing: REBUILD=1' >&2; exit 2; }; \
-   python3 -m pytest -q -rs -p no:cacheprovider --durations=8 $ARGS"
+   python3 -m pytest -q -rfEs -p no:cacheprovider --durations=8 $ARGS"
