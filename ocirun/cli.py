@@ -255,8 +255,10 @@ def _cmd_list(a: Args, g: Args) -> int:
     fmt = a.opts.get("format", "table")
     if a.opts.get("quiet"):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
-    elif fmt == "json":  # (runc's: the owner by name here, unlike `state`)
-        _print_json([dict(s, owner=_extra().owner_name(s)) for s in states] or None)
+    elif fmt == "json":  # (runc's: one line, the owner by name, unlike `state`)
+        import json
+        sys.stdout.write(json.dumps([dict(s, owner=_extra().owner_name(s)) for s in states]
+                                    or None, separators=(",", ":")) + "\n")
     elif fmt == "table":
         _extra().print_table(states)
     else:

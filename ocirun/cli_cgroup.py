@@ -211,7 +211,7 @@ def dispatch(cmd: str, argv: list[str], g) -> int:
         pids = control.ps(cid, root)
         if fmt == "json":
             import json
-            sys.stdout.write(json.dumps(pids) + "\n")
+            sys.stdout.write(json.dumps(pids, separators=(",", ":")) + "\n")  # (runc's: one line)
             return 0
         return _ps_table(pids, ps_args)
     if cmd == "update":

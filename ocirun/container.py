@@ -255,6 +255,13 @@ class Container:
     def kill(self, sig: int = 15, all_processes: bool = False) -> None:
         data = self._data()
         st = self.sd.status()
+        if st == "stopped" and all_processes:
+            # runc: --all of a stopped container signals what is left in its
+            # cgroup (a stopped init's orphans, if any) and succeeds
+            mgr = cgroup_manager(data)
+            if mgr is not None:
+                mgr.kill_all(sig)
+            return
         if st == "stopped" or st == "creating":
             raise StateError("container not running")
         if all_processes:

@@ -362,6 +362,8 @@ class Init:
             mounts.mask_path(p)
         for p in plan.readonly_paths:
             mounts.readonly_path(p)
+        if plan.dev_readonly:
+            mounts.remount_dev_readonly()
         if plan.readonly:
             mounts.remount_root_readonly()
         if plan.propagation:  # last: an unbindable /dev would refuse the masks' binds

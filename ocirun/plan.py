@@ -29,7 +29,8 @@ class InitPlan:
                  "masked", "readonly_paths", "hostname", "domainname", "sysctl", "process",
                  "hooks", "runtime_hooks", "no_pivot", "no_new_keyring", "preserve_fds",
                  "wait_fifo", "has_mount_ns", "mount_label", "console_fd",
-                 "cgroup_join", "cgroup_binds", "linux", "net_devices", "runtime_is_root")
+                 "cgroup_join", "cgroup_binds", "linux", "net_devices", "runtime_is_root",
+                 "dev_readonly")
 
 
 def build_process(proc: dict, base: str = "process") -> ProcessPlan:
@@ -91,6 +92,7 @@ def build(cfg: dict, bundle: str, *, no_pivot: bool = False, no_new_keyring: boo
         _default_id_maps(plan, cfg)
     plan.time_offsets = linux.get("timeOffsets")
     steps = mounts.plan_mounts(cfg.get("mounts") or [], bundle)
+    plan.dev_readonly = mounts.defer_dev_readonly(steps)
     plan.mounts_now, plan.mounts_later = mounts.split_deferred(steps)
     dev_bound = any(s.bind and s.dest == "/dev" for s in steps)
     plan.devices = devices.plan_devices(linux.get("devices") or [], dev_bound)

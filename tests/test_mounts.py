@@ -295,6 +295,21 @@ def test_default_filesystems(oci, bundle):
     assert any(m.fstype in ("cgroup", "cgroup2") for m in cg)
 
 
+def test_readonly_dev_is_made_readonly_after_its_contents(oci, bundle):
+    """runc's order: /dev gets its nodes, symlinks and devpts first."""
+    for m in bundle.config["mounts"]:
+        if m["destination"] == "/dev":
+            m["options"] = m.get("options", []) + ["ro"]
+    bundle.save()
+    bundle.sh("cat /proc/self/mountinfo; ls /dev/pts/ptmx /dev/null /dev/fd; echo x > /dev/null; "
+              "touch /dev/new 2>/dev/null || echo refused")
+    out = run_out(oci, bundle)
+    mi = mountinfo(out)
+    assert "ro" in mi["/dev"].opts and "ro" not in mi["/dev/pts"].opts
+    assert "ro" not in mi["/dev/shm"].opts
+    assert "/dev/pts/ptmx" in out and out.rstrip().endswith("refused")
+
+
 def test_tmpfs_size_and_mode(oci, bundle):
     add_mount(bundle, "/t", "tmpfs", "tmpfs", ["size=1m", "mode=1750", "nr_inodes=100"])
     bundle.sh("stat -c %a /t; cat /proc/self/mountinfo")
@@ -302,6 +317,19 @@ def test_tmpfs_size_and_mode(oci, bundle):
     assert out.splitlines()[0] == "1750"
     m = mountinfo(out)["/t"]
     assert {"size=1024k", "mode=1750", "nr_inodes=100"} <= m.super, m
+
+
+def test_tmpfs_on_existing_dir_keeps_its_mode(oci, bundle):
+    """runc: the mount point's mode, unless the options give one; a
+    directory the runtime makes gets tmpfs's own 1777."""
+    os.makedirs(os.path.join(bundle.rootfs, "t700"))
+    os.chmod(os.path.join(bundle.rootfs, "t700"), 0o700)
+    os.makedirs(os.path.join(bundle.rootfs, "t750"))
+    add_mount(bundle, "/t700", "tmpfs", "tmpfs", ["nosuid"])
+    add_mount(bundle, "/t750", "tmpfs", "tmpfs", ["mode=750"])
+    add_mount(bundle, "/tnew", "tmpfs", "tmpfs", [])
+    bundle.sh("stat -c %a /t700 /t750 /tnew")
+    assert run_out(oci, bundle).split() == ["700", "750", "1777"]
 
 
 def test_tmpfs_bad_data_is_clear_error(oci, bundle):

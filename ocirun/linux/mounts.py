@@ -156,6 +156,18 @@ def _plan_bind_source(path: str, source: str, bundle: str, flags: int,
     return source, bool(flags & _MS_REC) or fstype == "rbind"
 
 
+def defer_dev_readonly(steps: list[MountStep]) -> bool:
+    """A read-only /dev that is not a bind is mounted read-write, and made
+    read-only once its nodes, symlinks and devpts are in (as runc does);
+    True if there is one."""
+    found = False
+    for s in steps:
+        if not s.bind and s.flags & _MS_RDONLY and os.path.normpath(s.dest) == "/dev":
+            s.flags &= ~_MS_RDONLY
+            found = True
+    return found
+
+
 def split_deferred(steps: list[MountStep]) -> tuple[list[MountStep], list[MountStep]]:
     """cgroup mounts (and anything mounted under one) wait until the init has
     joined its cgroup, so they show the container's own cgroup."""
@@ -391,6 +403,8 @@ def apply_mount(rootfd: int, step: MountStep, userns_fd: int = -1, tree: int = -
         if not stat.S_ISDIR(os.fstat(tfd).st_mode):
             os.close(tfd)
             raise OciError(f"{step.path}: {step.fstype} destination {step.dest} is not a directory")
+    elif step.fstype == "tmpfs":
+        tfd = _tmpfs_target(rootfd, step)
     else:
         tfd = make_path(rootfd, step.dest, True)
     try:
@@ -402,6 +416,20 @@ def apply_mount(rootfd: int, step: MountStep, userns_fd: int = -1, tree: int = -
         os.close(tfd)
     if step.propagation or step.rec_set or step.rec_clr:
         _apply_propagation(k, rootfd, step)
+
+
+def _tmpfs_target(rootfd: int, step: MountStep) -> int:
+    """A tmpfs on a directory that exists takes that directory's mode unless
+    its options give one, as runc does (a new directory: tmpfs's 1777)."""
+    if "mode=" in step.data and any(o.startswith("mode=") for o in step.data.split(",")):
+        return make_path(rootfd, step.dest, True)
+    try:
+        tfd = resolve(rootfd, step.dest)
+    except FileNotFoundError:
+        return make_path(rootfd, step.dest, True)
+    mode = f"mode={os.fstat(tfd).st_mode & 0o7777:04o}"
+    step.data = f"{mode},{step.data}" if step.data else mode
+    return tfd
 
 
 def _apply_bind(rootfd: int, step: MountStep, userns_fd: int, tree: int) -> None:
@@ -537,6 +565,11 @@ def readonly_path(path: str) -> None:
 
 def remount_root_readonly() -> None:
     _sys().mount_setattr(-100, "/", 0, _ATTR_RDONLY, 0)
+
+
+def remount_dev_readonly() -> None:
+    """(see defer_dev_readonly; only /dev itself: /dev/pts, /dev/shm stay)"""
+    _sys().mount_setattr(-100, "/dev", 0, _ATTR_RDONLY, 0)
 
 
 # ---------------------------------------------------------------------------
