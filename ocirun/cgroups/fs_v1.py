@@ -72,7 +72,7 @@ class FsV1Manager(Manager):
                 self._skip_undelegated(key, d, e)
                 continue
             if "cpuset" in key.split(","):
-                cpuset.init_dirs(made)
+                cpuset.init_dirs(made, d, self.mounts[key])
             if key == "":
                 enable_controllers(self.mounts[""], d, ("hugetlb", "rdma", "misc"))
 

@@ -52,6 +52,24 @@ def test_destroy_kills_and_waits_for_every_process(base, kids):
         assert kids.wait(pid) == -signal.SIGKILL
 
 
+@pytest.mark.skipif(IS_V2, reason="v1 cpuset: a new level starts empty (v2 inherits)")
+def test_v1_cpuset_fills_empty_levels_above_from_their_ancestors(base, kids):
+    """A parent made by someone else with mkdir (an engine's pod cgroup) has
+    an empty cpuset that would refuse our tasks: filled as runc does."""
+    root = "/sys/fs/cgroup/cpuset"
+    os.makedirs(root + base + "/pod")  # (no values written: empty)
+    assert fsutil.read(root + base + "/pod", "cpuset.cpus").strip() == ""
+    m = cgroups.new_manager(base + "/pod/ctr", "ctr")
+    m.create()
+    want = fsutil.read(root, "cpuset.cpus").strip()
+    assert fsutil.read(root + base + "/pod", "cpuset.cpus").strip() == want
+    assert fsutil.read(m.ctl["cpuset"], "cpuset.cpus").strip() == want
+    assert fsutil.read(m.ctl["cpuset"], "cpuset.mems").strip() != ""
+    pid = kids.fork(lambda: time.sleep(30))
+    m.add_pid(pid)
+    assert m.pids() == [pid]
+
+
 def test_add_pid_and_pids(mgr, kids):
     pid = kids.fork(lambda: time.sleep(30))
     mgr.add_pid(pid)

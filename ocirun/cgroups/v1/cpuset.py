@@ -7,17 +7,41 @@ from ocirun import oslite as os
 from ocirun.cgroups import fsutil
 
 
-def init_dirs(made: list[str]) -> None:
+def init_dirs(made: list[str], leaf: str, mount: str) -> None:
     """Copy cpuset.cpus/mems down into newly made directories (outermost
-    first). A new v1 cpuset is empty (or, under cgroup.clone_children, has
-    its parent's values already: writing them again changes nothing)."""
-    for d in made:
-        parent = os.path.dirname(d)
-        for f in ("cpuset.cpus", "cpuset.mems"):
+    first), and into any empty level above them or an empty leaf that was
+    there before (as runc: e.g. a pod's cgroup an engine made with mkdir
+    would otherwise refuse the container's tasks). A new v1 cpuset is empty
+    (or, under cgroup.clone_children, has its parent's values already:
+    writing them again changes nothing)."""
+    for f in ("cpuset.cpus", "cpuset.mems"):
+        if not made:
+            _filled(leaf, f, mount)
+            continue
+        value = _filled(os.path.dirname(made[0]), f, mount)
+        for d in made:
             try:
-                fsutil.write(d, f, fsutil.read(parent, f).strip() or "\n", "linux.cgroupsPath")
+                fsutil.write(d, f, value or "\n", "linux.cgroupsPath")
             except OSError:
                 pass
+
+
+def _filled(d: str, f: str, mount: str) -> str:
+    """d's value of f; an empty one is first filled from the nearest
+    ancestor that has one."""
+    try:
+        value = fsutil.read(d, f).strip()
+    except OSError:
+        return ""
+    if value or d == mount or len(d) <= len(mount):
+        return value
+    value = _filled(os.path.dirname(d), f, mount)
+    if value:
+        try:
+            fsutil.write(d, f, value, "linux.cgroupsPath")
+        except OSError:
+            pass
+    return value
 
 
 def set(d: str, res: dict, path: str, mgr) -> None:
