@@ -308,6 +308,9 @@ class Container:
         """A container still running (delete --force), a cgroup not empty,
         or a state.json that cannot be read (loaded: False)."""
         mgr = cgroup_manager(data) if loaded else _guess_cgroup_manager(self.id)
+        # a cgroup that held others' processes at create (see check_existing):
+        # with a pid namespace of its own, the init's death took ours along
+        shared = mgr is not None and mgr.shared and _own_pid_ns(data)
         if st != "stopped":  # (what a stopped init left behind: mgr.destroy kills it)
             if st == "paused" and mgr is not None:
                 mgr.thaw()
@@ -315,9 +318,11 @@ class Container:
             if pid and st != "stopped":
                 _signal_pid(pid, data, 9, missing_ok=True)
                 wait_gone(pid)
-            if mgr is not None:
+            if mgr is not None and not shared:
                 mgr.kill_all(9)
-        if mgr is not None:
+        if shared:
+            mgr.remove_if_empty()
+        elif mgr is not None:
             try:
                 mgr.destroy()
             except Exception as e:
@@ -325,6 +330,15 @@ class Container:
 
 
 # --- helpers (parent side) -----------------------------------------------------
+def _own_pid_ns(data: dict) -> bool:
+    """The container had a new pid namespace (True when the state does not say)."""
+    cfg = data.get("config")
+    if not cfg:
+        return True
+    return any(n.get("type") == "pid" and not n.get("path")
+               for n in (cfg.get("linux") or {}).get("namespaces") or [])
+
+
 def remove_host_mounts(data: dict) -> None:
     """A container without a mount namespace mounted in ours: undo that."""
     hm = data.get("host_mounts")

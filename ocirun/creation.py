@@ -82,8 +82,8 @@ def _create(c, bundle: str, opts, _foreground: bool, layout=None):
             from ocirun.linux import terminal
             plan.console_fd = terminal.connect_console(opts.console_socket)
         pid = _spawn_and_serve(c, plan, data, mgr, opts)
-    except BaseException:
-        _undo_create(c, pid, mgr)
+    except BaseException:  # (an init cloned before the failure is in data)
+        _undo_create(c, pid or data.get("pid", 0), mgr)
         raise
     finally:
         if plan.console_fd >= 0:
@@ -107,13 +107,15 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     if c._then_exit and _vfork_fits(plan, mgr, opts):
         pid = _spawn_vfork(c, plan, mgr)
         if pid:
-            return _created(c, plan, data, pid, opts)
+            return _created(c, plan, data, pid, opts, mgr)
     from ocirun.forkinit import spawn_and_serve
     return spawn_and_serve(c, plan, data, mgr, opts)
 
-def _created(c, plan, data: dict, pid: int, opts) -> int:
+def _created(c, plan, data: dict, pid: int, opts, mgr) -> int:
     """The init is there: its identity into the state, saved."""
     data["pid"] = pid
+    if mgr is not None and mgr.shared:  # (known once it was created)
+        data["cgroup"] = mgr.to_state()
     data["start_time"] = proc_start_time(pid)
     if plan.has_mount_ns:
         data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
@@ -206,8 +208,11 @@ def _undo_create(c, pid: int, mgr) -> None:
         _kill_and_reap(pid)
     if mgr is not None:
         try:
-            mgr.kill_all(9)
-            mgr.destroy()
+            if mgr.existed:  # not made by us (maybe frozen, or others' processes in it)
+                mgr.remove_made()
+            else:
+                mgr.kill_all(9)
+                mgr.destroy()
         except Exception as e:  # keep the original error; say what is left
             log.warn(f"cleanup of cgroup failed: {e}")
     remove_host_mounts(data)

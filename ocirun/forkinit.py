@@ -69,7 +69,7 @@ def spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
             _block_forwarded(c)
             parent.send("ok")
             parent.send("go")
-        _created(c, plan, data, pid, opts)
+        _created(c, plan, data, pid, opts, mgr)
         if plan.wait_fifo:
             parent.send("ok")
     except BaseException:

@@ -609,3 +609,55 @@ def test_delete_of_stopped_container_kills_what_its_init_left(oci, bundle, tmp_p
         time.sleep(0.02)
     assert not os.path.exists(f"/proc/{bg}"), "the leftover process survived delete"
     assert [d for d in dirs if os.path.exists(d)] == []
+
+
+# ---- a cgroup that was there before --------------------------------------------------------
+def test_shared_cgroup_warns_and_delete_spares_the_other_container(oci, bundle, cgpath):
+    """runc 1.1: a second container in a cgroup that holds processes gets a
+    warning; deleting it (its own pid namespace) kills nothing of the first."""
+    path = cgpath()
+    bundle.linux["cgroupsPath"] = path
+    bundle.args("sleep", "1000")
+    a, b = uid("sha"), uid("shb")
+    pid_a = start_detached(oci, bundle, a)
+    r = oci("run", "-d", "--bundle", bundle.path, b)
+    assert r.rc == 0, r
+    assert "container's cgroup is not empty: 1 process(es) found" in r.err
+    pid_b = oci.state(b)["pid"]
+    assert cg_dirs(pid_a) == cg_dirs(pid_b)
+    oci.ok("delete", "--force", b)
+    assert status(oci, a) == "running" and os.path.exists(f"/proc/{pid_a}")
+    dirs = list(cg_dirs(pid_a).values())
+    oci.ok("delete", "--force", a)
+    assert [d for d in dirs if os.path.exists(d)] == []
+
+
+@pytest.mark.parametrize("how", ["run-d", "create", "run"])
+def test_frozen_cgroup_is_refused_and_left_as_found(oci, bundle, cgpath, how):
+    """runc: "container's cgroup unexpectedly frozen" (the init would freeze
+    as it joined, and the runtime wait for it for ever); nothing is left
+    behind, and the frozen cgroup is not thawed, killed or removed."""
+    path = cgpath()
+    bundle.linux["cgroupsPath"] = path
+    bundle.args("true")
+    if IS_V2:
+        d = LAYOUT.unified + path
+        os.makedirs(d)
+        with open(d + "/cgroup.freeze", "w") as f:
+            f.write("1")
+    else:
+        d = [h.mountpoint for h in LAYOUT.hierarchies if "freezer" in h.key.split(",")][0] + path
+        os.makedirs(d)
+        with open(d + "/freezer.state", "w") as f:
+            f.write("FROZEN")
+    args = {"run-d": ("run", "-d"), "create": ("create",), "run": ("run",)}[how]
+    line = oci.fail(*args, "--bundle", bundle.path, uid("fz"), timeout=30)
+    assert "container's cgroup unexpectedly frozen" in line
+    assert oci.ids() == []
+    assert under_all_mounts(path) == [d]
+    if IS_V2:
+        assert read_file(d + "/cgroup.freeze").strip() == "1"
+    else:
+        assert read_file(d + "/freezer.state").strip() == "FROZEN"
+    with open(d + ("/cgroup.freeze" if IS_V2 else "/freezer.state"), "w") as f:
+        f.write("0" if IS_V2 else "THAWED")

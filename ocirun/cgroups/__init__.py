@@ -113,9 +113,12 @@ def manager_from_state(d: dict):
         return SystemdManager.from_state(d)
     if d.get("version") == "v2":
         from ocirun.cgroups.fs_v2 import FsV2Manager
-        return FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
-    from ocirun.cgroups.fs_v1 import FsV1Manager
-    return FsV1Manager(d["path"], d["paths"], d["mounts"], d.get("rootless", False))
+        mgr = FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
+    else:
+        from ocirun.cgroups.fs_v1 import FsV1Manager
+        mgr = FsV1Manager(d["path"], d["paths"], d["mounts"], d.get("rootless", False))
+    mgr.shared = d.get("shared", False)
+    return mgr
 
 
 def default_device_rules() -> list[dict]:

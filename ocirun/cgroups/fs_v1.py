@@ -63,6 +63,7 @@ class FsV1Manager(Manager):
 
     def create(self, keys=None) -> None:
         from ocirun.cgroups.v1 import cpuset
+        frozen = False
         for key, d in self.paths.items():
             if keys is not None and key not in keys:
                 continue
@@ -71,10 +72,18 @@ class FsV1Manager(Manager):
             except OSError as e:
                 self._skip_undelegated(key, d, e)
                 continue
+            if not made:
+                self.existed = True
+            self.made += made
+            if "freezer" in key.split(",") and (not made or os.path.dirname(made[0]) != self.mounts[key]):
+                # (a new cgroup right under the root cannot be frozen: no read)
+                frozen = _frozen(d)
             if "cpuset" in key.split(","):
                 cpuset.init_dirs(made, d, self.mounts[key])
             if key == "":
                 enable_controllers(self.mounts[""], d, ("hugetlb", "rdma", "misc"))
+        if frozen or self.existed:
+            self.check_existing(frozen)
 
     def _skip_undelegated(self, key: str, d: str, e: OSError) -> None:
         """create() could not make d: rootless, a hierarchy not delegated to
@@ -266,3 +275,10 @@ class FsV1Manager(Manager):
 
     def to_state(self) -> dict:
         return {**super().to_state(), "paths": self.paths, "mounts": self.mounts}
+
+
+def _frozen(d: str) -> bool:
+    try:
+        return fsutil.read(d, "freezer.state").strip() != "THAWED"
+    except OSError:
+        return False

@@ -25,12 +25,17 @@ class FsV2Manager(Manager):
         """mkdir the cgroup (and parents) and enable controllers down to it.
         Rootless without a delegated subtree: no cgroup at all (as runc)."""
         try:
-            fsutil.mkdir_p(self.dir)
+            made = fsutil.mkdir_p(self.dir)
         except OSError as e:
             if self.rootless and e.errno in _NOT_DELEGATED:
                 self.undelegated = True
                 return
             raise CgroupError(f"creating cgroup {self.dir}: {os.strerror(e.errno)}") from None
+        self.existed = not made
+        self.made += made
+        # (a new cgroup right under the root cannot be frozen: no read)
+        if self.existed or os.path.dirname(made[0]) != self.mountpoint:
+            self.check_existing(_frozen(self.dir))
         enable_controllers(self.mountpoint, self.dir)
 
     def own_join(self) -> SelfJoin | None:
@@ -127,3 +132,11 @@ class FsV2Manager(Manager):
 
     def to_state(self) -> dict:
         return {**super().to_state(), "mountpoint": self.mountpoint, "dir": self.dir}
+
+
+def _frozen(d: str) -> bool:
+    """Frozen, or under a frozen parent (cgroup.events says which it is)."""
+    try:
+        return "frozen 1" in fsutil.read(d, "cgroup.events")
+    except OSError:
+        return False

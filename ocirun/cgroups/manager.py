@@ -103,6 +103,9 @@ class Manager:
         self.warnings: list[str] = []
         self.on_warning = None  # callable(str) or None: set by the runtime to log
         self.undelegated = False  # rootless and the cgroup could not be created
+        self.existed = False  # create() found (part of) it there already
+        self.made: list[str] = []  # the directories create() made, outermost first
+        self.shared = False   # ... holding processes: not ours to kill (to_state)
 
     def warn(self, msg: str) -> None:
         """A field the kernel/layout cannot express and that runc also ignores."""
@@ -217,9 +220,43 @@ class Manager:
             except OSError as e:
                 raise CgroupError(f"removing cgroup {d}: {os.strerror(e.errno)}") from None
 
+    def check_existing(self, frozen: bool) -> None:
+        """runc's checks of a cgroup that was there before create (or under
+        a frozen parent): frozen is an error (the init would freeze as it
+        joins, and the runtime wait for it), processes in it a warning
+        (runc 1.1; 1.2 refuses), and delete then kills none of them."""
+        if frozen:
+            raise CgroupError("container's cgroup unexpectedly frozen")
+        if self.existed and not self.shared:  # (create may come in two parts)
+            n = len(self.pids())
+            if n:
+                self.shared = True
+                self.warn(f"container's cgroup is not empty: {n} process(es) found")
+
+    def remove_made(self) -> None:
+        """A failed create in a cgroup that was there before: only what it
+        made goes (deepest first); the rest is left as it was found."""
+        for d in reversed(self.made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+    def remove_if_empty(self) -> None:
+        """rmdir each directory once; one that is busy (a cgroup shared with
+        processes that are not ours, see check_existing) stays."""
+        for d in self.dirs():
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
     def to_state(self) -> dict:
-        return {"driver": self.driver, "version": self.version, "path": self.path,
-                "rootless": self.rootless}
+        st = {"driver": self.driver, "version": self.version, "path": self.path,
+              "rootless": self.rootless}
+        if self.shared:
+            st["shared"] = True
+        return st
 
 
 _NOT_DELEGATED = (13, 1, 30)  # EACCES, EPERM, EROFS (`errno` stays off the run path)
