@@ -123,6 +123,8 @@ def lib():
         L.seccomp_arch_resolve_name.restype = u32
         L.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         L.seccomp_syscall_resolve_name.restype = ctypes.c_int
+        L.seccomp_syscall_resolve_name_arch.argtypes = [u32, ctypes.c_char_p]
+        L.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
         L.seccomp_rule_add_array.argtypes = [vp, u32, ctypes.c_int, ctypes.c_uint,
                                              ctypes.POINTER(ArgCmp)]
         L.seccomp_attr_set.argtypes = [vp, ctypes.c_int, u32]
@@ -151,6 +153,17 @@ def syscall_number(name: str) -> int | None:
     """Native syscall number (or libseccomp pseudo-number) for a name."""
     nr = lib().seccomp_syscall_resolve_name(name.encode())
     return None if nr == -1 else nr
+
+
+def native_arch() -> int:
+    return lib().seccomp_arch_native()
+
+
+def syscall_number_on(token: int, name: str) -> int | None:
+    """The syscall number of a name on the arch `token`; None when unknown
+    there (or a negative libseccomp pseudo-number: multiplexed calls)."""
+    nr = lib().seccomp_syscall_resolve_name_arch(token, name.encode())
+    return None if nr < 0 else nr
 
 
 def _rc(ret: int, what: str) -> None:

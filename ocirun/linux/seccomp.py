@@ -16,7 +16,7 @@ from ocirun import oslite as os
 from ..errors import ConfigError, OciError
 
 DEFAULT_CACHE_DIR = "/run/ocirun/.cache/seccomp"  # hidden: not a container id
-_CACHE_MAGIC = b"OCIRSC1\n"  # bump when the cache layout changes
+_CACHE_MAGIC = b"OCIRSC2\n"  # bump when the cache layout (or the programs) change
 
 ACTIONS = {
     "SCMP_ACT_KILL": 0x00000000,  # libseccomp: KILL == KILL_THREAD
@@ -310,9 +310,74 @@ def _build(p: _Plan) -> tuple[bytes, tuple[str, ...]]:
                     except OSError as e:
                         raise ConfigError(where, f"syscall {n}: libseccomp: "
                                           f"{os.strerror(e.errno)}") from None
-        return ctx.export_bpf(), tuple(skipped)
+        bpf = ctx.export_bpf()
     finally:
         ctx.release()
+    if p.default & 0xFFFF0000 not in _PERMISSIVE and p.default != ACTIONS["SCMP_ACT_ERRNO"] | 38:
+        bpf = enosys_stub(_last_syscalls(p)) + bpf
+    return bpf, tuple(skipped)
+
+
+# --- the ENOSYS stub ------------------------------------------------------------
+# (as runc's): a syscall newer than every one the profile names gets ENOSYS,
+# not the default action, so that libc falls back to an older call (clone3
+# -> clone, faccessat2 -> faccessat ...) instead of failing with EPERM. Not
+# for a default that lets calls through (allow, log, trace).
+_PERMISSIVE = (ACTIONS["SCMP_ACT_ALLOW"], ACTIONS["SCMP_ACT_LOG"], ACTIONS["SCMP_ACT_TRACE"])
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_SCMP_ARCH_X32 = 0x4000003E  # x32 calls come as x86_64 ones with this bit in nr:
+_X32_SYSCALL_BIT = 0x40000000
+
+
+def _last_syscalls(p: _Plan) -> dict[int, int]:
+    """libseccomp arch token -> the highest syscall number the profile names
+    there (the native arch and every one in `architectures`)."""
+    from ..kernel import seccomp as k
+    tokens = {k.native_arch()} | {k.arch_token(a) for a in p.arches}
+    names = {n for rule in p.rules for n in rule[0]}
+    last = {}
+    for t in tokens:
+        nrs = [nr for nr in (k.syscall_number_on(t, n) for n in names) if nr is not None]
+        if nrs:
+            last[t] = max(nrs)
+    return last
+
+
+def enosys_stub(last: dict[int, int]) -> bytes:
+    """Classic BPF put before libseccomp's program (which loads what it
+    needs itself): per arch, nr > last -> ERRNO(ENOSYS), else on to it."""
+    import struct
+    LD_W_ABS, JEQ, JGT, JSET, JA, RET = 0x20, 0x15, 0x25, 0x45, 0x05, 0x06
+    ops: list[list] = []  # [code, jt, jf, k]; a str jt/jf/k is a label
+    labels: dict[str, int] = {}
+    arches: dict[int, tuple[int | None, int | None]] = {}  # audit arch -> (last, last x32)
+    for token, nr in last.items():
+        if token == _SCMP_ARCH_X32:
+            arches[_AUDIT_ARCH_X86_64] = (arches.get(_AUDIT_ARCH_X86_64, (None, None))[0], nr)
+        else:
+            arches[token] = (nr, arches.get(token, (None, None))[1])
+    for i, (audit, (nr, nr_x32)) in enumerate(sorted(arches.items())):
+        nxt = f"arch{i + 1}"
+        ops.append([LD_W_ABS, 0, 0, 4])  # seccomp_data.arch
+        ops.append([JEQ, 0, nxt, audit])
+        ops.append([LD_W_ABS, 0, 0, 0])  # seccomp_data.nr
+        if audit == _AUDIT_ARCH_X86_64:
+            ops.append([JSET, f"x32_{i}", 0, _X32_SYSCALL_BIT])
+        ops.append([JGT, "enosys", "filter", nr] if nr is not None else [JA, 0, 0, "filter"])
+        if audit == _AUDIT_ARCH_X86_64:
+            labels[f"x32_{i}"] = len(ops)
+            ops.append([JGT, "enosys", "filter", nr_x32] if nr_x32 is not None
+                       else [JA, 0, 0, "filter"])
+        labels[nxt] = len(ops)
+    ops.append([JA, 0, 0, "filter"])
+    labels["enosys"] = len(ops)
+    ops.append([RET, 0, 0, ACTIONS["SCMP_ACT_ERRNO"] | errno.ENOSYS])
+    labels["filter"] = len(ops)
+    out = []
+    for at, (code, jt, jf, kk) in enumerate(ops):
+        rel = (lambda v: labels[v] - at - 1 if isinstance(v, str) else v)
+        out.append(struct.pack("=HBBI", code, rel(jt), rel(jf), rel(kk)))
+    return b"".join(out)
 
 
 def compile(cfg: dict, path: str = "linux.seccomp",

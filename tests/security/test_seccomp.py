@@ -159,6 +159,28 @@ def test_default_errno_ret():
     assert got == [[-1, 50], True, [-1, 38]]
 
 
+def test_syscalls_newer_than_the_profile_get_enosys_as_in_runc():
+    """runc's ENOSYS stub: a number above every syscall the profile names
+    gets ENOSYS (libc then falls back), one below it the default errno."""
+    names = ["write", "exit_group", "exit", "getppid", "mmap", "munmap", "brk",
+             "rt_sigprocmask", "close", "madvise", "getpid"]
+    cfg = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64",
+                                                                 "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+           "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]}
+    last = max(syscall_nr(n) for n in names)
+    got = under(cfg, lambda: [raw_syscall(1000), raw_syscall(last + 1),
+                              raw_syscall(syscall_nr("geteuid"))]).ok()
+    assert got == [[-1, errno.ENOSYS], [-1, errno.ENOSYS], [-1, errno.EPERM]]
+    # no stub under a default that lets calls through (or one that is ENOSYS already)
+    ret_enosys = (0x00050000 | errno.ENOSYS).to_bytes(4, "little")
+    assert ret_enosys in seccomp.compile(cfg, cache_dir=None).bpf
+    for default in ({"defaultAction": "SCMP_ACT_ALLOW"}, {"defaultAction": "SCMP_ACT_LOG"},
+                    {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.ENOSYS}):
+        bpf = seccomp.compile({**default, "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_KILL"}]},
+                              cache_dir=None).bpf
+        assert (ret_enosys in bpf) == (default.get("defaultErrnoRet") == errno.ENOSYS)
+
+
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL"])
 def test_kill_actions_end_the_child_with_sigsys(action):
     r = under(allow_but(action), lambda: getppid_with(MARK))
