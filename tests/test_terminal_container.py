@@ -176,6 +176,28 @@ def test_run_foreground_proxies_terminal_raw_size_resize_exit(oci, bundle, outer
     assert oci.ids() == []
 
 
+@pytest.mark.parametrize("user", [(0, 0), (1000, 100)], ids=["root", "user"])
+def test_tty_owner_is_the_user_and_the_tty_group(oci, bundle, outer, procs, user):
+    """runc's tty.bats: the pty is the process's user's; its group stays
+    the devpts gid=5 (tty), for run and for exec -t."""
+    _tty_bundle(bundle, "stat -c owner=%u:%g $(tty)")
+    bundle.process["user"] = {"uid": user[0], "gid": user[1]}
+    bundle.save()
+    pid = _start_on_terminal(outer, ["--root", oci.root, "run", "-b", bundle.path, "to"])
+    procs.append(pid)
+    Reader(outer.master).expect(f"owner={user[0]}:5")
+    assert os.waitstatus_to_exitcode(wait_status(pid)) == 0
+    bundle.args("sleep", "1000")
+    bundle.process["terminal"] = False
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "to2")
+    pid = _start_on_terminal(outer, ["--root", oci.root, "exec", "-t", "to2", "sh", "-c",
+                                     "stat -c exec=%u:%g $(tty)"])
+    procs.append(pid)
+    Reader(outer.master).expect(f"exec={user[0]}:5")
+    assert os.waitstatus_to_exitcode(wait_status(pid)) == 0
+
+
 def test_run_foreground_ctrl_c_reaches_the_process(oci, bundle, outer, procs):
     # not `exec sleep`: PID 1 of a pid namespace ignores a default-action
     # SIGINT from its tty (kernel rule, same under runc). ash exits 130

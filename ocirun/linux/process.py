@@ -58,20 +58,23 @@ def switch_user(uid: int, gid: int, additional: list[int], in_userns_no_setgroup
 
 
 def fix_stdio_owner(uid: int, gid: int) -> None:
-    """Give the process's stdio to its user and group (as crun does; runc
-    the uid only), so a non-root process can reopen /dev/stdout when it is a
-    pipe or a file. /dev/null is left alone; an owner not mapped in a user
-    namespace (EINVAL, EPERM) or a read-only file system is skipped, as runc
-    does."""
+    """Give the process's stdio to its user and group (as crun does), so a
+    non-root process can reopen /dev/stdout when it is a pipe or a file. A
+    terminal keeps its group (devpts' gid=5, tty), as runc and login do.
+    /dev/null is left alone; an owner not mapped in a user namespace
+    (EINVAL, EPERM) or a read-only file system is skipped, as runc does."""
     for fd in (0, 1, 2):
         try:
             st = os.fstat(fd)
         except OSError:
             continue
-        if (st.st_uid, st.st_gid) == (uid, gid) or \
-                (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)):
-            continue
-        _chown_stdio(fd, uid, gid)
+        want_gid = gid
+        if stat.S_ISCHR(st.st_mode):
+            if st.st_rdev == os.makedev(1, 3):
+                continue
+            want_gid = st.st_gid
+        if (st.st_uid, st.st_gid) != (uid, want_gid):
+            _chown_stdio(fd, uid, want_gid)
 
 
 def _chown_stdio(fd: int, uid: int, gid: int) -> None:
