@@ -59,6 +59,43 @@ def test_blkio_throttle_written(oci, bundle):
     assert f"{major}:{minor} 100" in _read(d, "blkio.throttle.write_iops_device")
 
 
+@pytest.fixture
+def bfq_loop(tmp_path):
+    """A loop device on the BFQ scheduler (runc's cgroups.bats does the same)."""
+    import subprocess
+    img = tmp_path / "backing.img"
+    img.write_bytes(b"\0" * 4096)
+    r = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"no loop device: {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        sched = f"/sys/block/{os.path.basename(dev)}/queue/scheduler"
+        try:
+            with open(sched, "w") as f:
+                f.write("bfq")
+        except OSError as e:
+            pytest.skip(f"BFQ scheduler not available: {e}")
+        st = os.stat(dev)
+        yield os.major(st.st_rdev), os.minor(st.st_rdev)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def test_blkio_bfq_weights(oci, bundle, bfq_loop):
+    """Per-device weights go to blkio.bfq.weight_device (a write of
+    "MAJ:MIN W" to blkio.bfq.weight is EINVAL on this kernel)."""
+    major, minor = bfq_loop
+    bundle.args("sleep", "60")
+    bundle.linux["resources"]["blockIO"] = {
+        "weight": 333, "weightDevice": [{"major": major, "minor": minor, "weight": 444}]}
+    bundle.save()
+    oci.ok("run", "-d", "-b", bundle.path, "bfq")
+    d = _own_dir(oci.state("bfq")["pid"], "blkio")
+    assert _read(d, "blkio.bfq.weight").split()[-1] == "333"
+    assert f"{major}:{minor} 444" in _read(d, "blkio.bfq.weight_device")
+
+
 def test_cpu_quota_burst_idle_written(oci, bundle):
     d0 = "/sys/fs/cgroup/cpu"
     if not os.path.exists(f"{d0}/cpu.cfs_burst_us") or not os.path.exists(f"{d0}/cpu.idle"):

@@ -32,7 +32,7 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     for i, (ma, mi, dw, dlw) in enumerate(devs):
         q = f"{p}.weightDevice[{i}]"
         if dw is not None:
-            f = "blkio.weight_device" if wfile == "blkio.weight" else "blkio.bfq.weight"
+            f = "blkio.weight_device" if wfile == "blkio.weight" else _bfq_device_file(d)
             fsutil.write(d, f, f"{ma}:{mi} {dw}", q + ".weight")
         if dlw is not None:
             if os.path.exists(os.path.join(d, "blkio.leaf_weight_device")):
@@ -42,6 +42,14 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     for key, f, entries in thr:
         for i, (ma, mi, rate) in enumerate(entries):
             fsutil.write(d, "blkio.throttle." + f, f"{ma}:{mi} {rate}", f"{p}.{key}[{i}]")
+
+
+def _bfq_device_file(d: str) -> str:
+    """BFQ's per-device weights: blkio.bfq.weight_device where the kernel has
+    it (as runc); older BFQ took "MAJ:MIN W" in blkio.bfq.weight itself."""
+    if os.path.exists(os.path.join(d, "blkio.bfq.weight_device")):
+        return "blkio.bfq.weight_device"
+    return "blkio.bfq.weight"
 
 
 def _recursive(d: str, name: str) -> list[dict]:
