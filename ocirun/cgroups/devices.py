@@ -57,8 +57,8 @@ def parse_rules(devices: list, path: str) -> list[Rule]:
         acc = d.get("access", "rwm")
         if acc is None or acc == "":
             acc = "rwm"
-        if (not isinstance(acc, str) or any(c not in "rwm" for c in acc)
-                or len(set(acc)) != len(acc)):
+        # other letters are ignored, as runc does (its own tests deny "rwa")
+        if not isinstance(acc, str) or not any(c in "rwm" for c in acc):
             raise ConfigError(p + ".access", f"invalid access {acc!r} (letters of 'rwm')")
         acc = "".join(c for c in "rwm" if c in acc)
         out.append(Rule(allow, t, nums[0], nums[1], acc))

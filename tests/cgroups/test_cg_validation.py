@@ -20,7 +20,8 @@ BAD = [
     ({"cpu": {"quota": 5}}, "linux.resources.cpu.quota"),
     ({"pids": {"limit": -7}}, "linux.resources.pids.limit"),
     ({"devices": [{"allow": False, "type": "q"}]}, "linux.resources.devices[0].type"),
-    ({"devices": [{"allow": True, "type": "c", "access": "rwx"}]}, "linux.resources.devices[0].access"),
+    ({"devices": [{"allow": True, "type": "c", "access": "xyz"}]}, "linux.resources.devices[0].access"),
+    ({"devices": [{"allow": True, "type": "c", "access": 7}]}, "linux.resources.devices[0].access"),
     ({"devices": [{"type": "c"}]}, "linux.resources.devices[0].allow"),
     ({"blockIO": {"weight": 5}}, "linux.resources.blockIO.weight"),
     ({"blockIO": {"throttleReadBpsDevice": [{"major": 8, "rate": 1}]}},
@@ -49,3 +50,12 @@ def test_custom_json_path(mgr):
     with pytest.raises(ConfigError) as e:
         mgr.update({"memory": {"limit": -3}}, path="resources")
     assert e.value.path == "resources.memory.limit" and e.value.file == "config.json"
+
+
+def test_device_access_letters_other_than_rwm_are_ignored_as_in_runc():
+    """runc's update.bats denies "rwa"; runc passes it through unchecked."""
+    from ocirun.cgroups.devices import parse_rules
+    rules = parse_rules([{"allow": False, "type": "c", "major": 1, "minor": 11, "access": "rwa"},
+                         {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "mwr"}],
+                        "linux.resources.devices")
+    assert [r.access for r in rules] == ["rw", "rwm"]
