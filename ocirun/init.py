@@ -112,6 +112,7 @@ class Init:
             self.join_cgroup()
             self.ask("hooks")
         if plan.hooks.get("createContainer"):
+            os.chdir(plan.rootfs)  # their cwd, as runc's (its tests bind into ./lib)
             self.run_container_hooks("createContainer")
         if plan.ns.new_cgroup or (plan.mounts_later and plan.cgroup_binds is None):
             self.join_then_mount_cgroups(k)

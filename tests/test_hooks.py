@@ -22,6 +22,7 @@ cat > "$2/$1.state"
 readlink /proc/self/ns/mnt > "$2/$1.mnt"
 readlink /proc/self/ns/net > "$2/$1.net"
 ls / > "$2/$1.root"
+pwd -P > "$2/$1.cwd"
 exit "${HOOK_EXIT:-0}"
 """
 
@@ -111,6 +112,8 @@ def test_all_six_in_order_namespaces_and_state(oci, bundle, hookenv):
     # startContainer: inside the container's root
     assert "in-container-root" not in read(hookenv, "createContainer.root").split()
     assert "in-container-root" in read(hookenv, "startContainer.root").split()
+    # createContainer's cwd is the rootfs (runc's: its tests bind into ./lib)
+    assert read(hookenv, "createContainer.cwd").strip() == os.path.realpath(bundle.rootfs)
     # the state on stdin
     want = {"prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
             "startContainer": "created", "poststart": "running", "poststop": "stopped"}
