@@ -60,7 +60,7 @@ def stats(d: str) -> dict:
     return {"cache": raw.get("total_cache", raw.get("cache", 0)),
             "usage": _entry(d, "memory."), "swap": _entry(d, "memory.memsw."),
             "kernel": _entry(d, "memory.kmem."), "kernelTCP": _entry(d, "memory.kmem.tcp."),
-            "raw": raw, "oom_kill": oom_count(d)}
+            "raw": raw}  # (runc's keys only; oom_count() is for `events`)
 
 
 def oom_count(d: str) -> int:

@@ -59,7 +59,7 @@ def stats(d: str) -> dict:
                      "limit": fsutil.read_int(d, "memory.swap.max")},
             "kernel": {"usage": raw.get("kernel", 0), "max": 0, "failcnt": 0, "limit": 0},
             "kernelTCP": {"usage": raw.get("sock", 0), "max": 0, "failcnt": 0, "limit": 0},
-            "raw": raw, "oom_kill": ev.get("oom_kill", 0), "oom": ev.get("oom", 0)}
+            "raw": raw}  # (runc's keys only; oom_count() is for `events`)
 
 
 def oom_count(d: str) -> int:
