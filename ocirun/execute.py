@@ -341,7 +341,7 @@ def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
         return
     path = sub.partition(":")[2] if ":" in sub else sub
     if ".." in path.split("/"):
-        raise OciError(f"--cgroup {sub!r}: must not contain '..'")
+        raise OciError(f"invalid --cgroup argument: {sub} is not a sub cgroup path")
     for d in mgr.dirs():
         target = os.path.join(d, path.strip("/"), "cgroup.procs")
         try:

@@ -59,7 +59,7 @@ def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> 
     except OSError as e:
         for fd in (r, w, er, ew):
             os.close(fd)
-        raise OciError(f"hook {where}: cannot fork: {e.strerror}") from None
+        raise OciError(f"error running hook {where}: cannot fork: {e.strerror}") from None
     if pid == 0:  # child: stdin from the pipe, stdout/stderr inherited
         try:
             os.dup2(r, 0)
@@ -76,7 +76,7 @@ def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> 
     if failed:  # (one line, the runtime's: the child printed nothing)
         os.close(w)
         os.waitpid(pid, 0)
-        raise OciError(f"hook {where} {path}: {os.strerror(int(failed))}")
+        raise OciError(f"error running hook {where} {path}: {os.strerror(int(failed))}")
     try:
         os.write(w, stdin)
     except BrokenPipeError:
@@ -85,14 +85,17 @@ def run_one(hook: dict, stdin: bytes, where: str, inherit_env: bool = False) -> 
         os.close(w)
     status = _wait(pid, timeout)
     if status is None:
-        raise OciError(f"hook {where} {path} timed out after {timeout}s")
+        raise OciError(f"error running hook {where} {path}: timed out after {timeout}s")
     if os.WIFSIGNALED(status):
-        raise OciError(f"hook {where} {path} was killed by signal {os.WTERMSIG(status)}")
+        import _signal
+        sig = os.WTERMSIG(status)
+        raise OciError(f"error running hook {where} {path}: killed by signal {sig} "
+                       f"({(_signal.strsignal(sig) or '?').lower()})")
     code = os.WEXITSTATUS(status)
     if code == 127 and not os.path.exists(path):
-        raise OciError(f"hook {where} {path}: no such file or directory")
+        raise OciError(f"error running hook {where} {path}: no such file or directory")
     if code:
-        raise OciError(f"hook {where} {path} exited with status {code}")
+        raise OciError(f"error running hook {where} {path}: exited with status {code}")
 
 
 def _wait(pid: int, timeout: int | None) -> int | None:

@@ -275,7 +275,7 @@ def test_hook_killed_by_signal(oci, bundle):
     bundle.args("true")
     cid = new_id()
     line = oci.fail("create", "-b", bundle.path, cid)
-    assert "prestart[0]" in line and "killed by signal 9" in line
+    assert "prestart[0]" in line and "error running hook" in line and "killed by signal 9 (killed)" in line
     _assert_nothing_left(oci, cid)
 
 
@@ -307,7 +307,7 @@ def test_missing_start_container_hook_in_run_is_one_line(oci, bundle):
     bundle.args("true")
     cid = new_id()
     line = oci.fail("run", "-b", bundle.path, cid)  # (fail: exactly one line)
-    assert line == "ocirun: hook startContainer[0] /no/hook/inside: No such file or directory"
+    assert line == "ocirun: error running hook startContainer[0] /no/hook/inside: No such file or directory"
     _assert_nothing_left(oci, cid)
 
 

@@ -459,7 +459,7 @@ def _kernel_fs_dest_unresolved(rootfd: int, step: MountStep, err: OSError) -> in
     import errno
     if err.errno == errno.ELOOP:
         raise OciError(f"{step.path}: {step.dest} is a symlink; "
-                       f"refusing to mount {step.fstype} there") from None
+                       f"{step.fstype} must be mounted on ordinary directory") from None
     raise err
 
 

@@ -413,9 +413,11 @@ def check_listener(listener_path: str, where: str = "linux.seccomp.listenerPath"
     try:
         st = os.stat(listener_path)
     except OSError as e:
-        raise ConfigError(where, f"{listener_path}: {e.strerror}") from None
+        raise ConfigError(where, f"failed to connect with seccomp agent: {listener_path}: "
+                                 f"{e.strerror}") from None
     if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(where, f"{listener_path} is not a socket")
+        raise ConfigError(where, f"failed to connect with seccomp agent: {listener_path} "
+                                 "is not a socket")
 
 
 # --- load (in the container's init) ---------------------------------------------
