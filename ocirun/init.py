@@ -340,6 +340,7 @@ class Init:
         if not self.plan.has_mount_ns:  # the runtime's mount namespace: no pivot there
             os.chroot(".")
         elif self.plan.no_pivot:  # (a ramdisk rootfs cannot be pivoted)
+            _hide_whole_proc_sys(k, root)
             k.mount(root, "/", None, k.MS_MOVE)
             os.chroot(".")
         else:
@@ -398,6 +399,23 @@ class Init:
 
 
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
+
+
+def _hide_whole_proc_sys(k, root: str) -> None:
+    """--no-pivot keeps the host's mounts in the namespace, under the chroot:
+    a whole proc or sysfs among them would let the container mount a fresh,
+    unmasked proc (runc's msMoveRoot does the same). Our namespace is a
+    slave: nothing of this reaches the host."""
+    from ocirun.linux.mountinfo import whole_proc_sys_outside
+    for p in whole_proc_sys_outside(root):
+        try:
+            k.umount2(p, k.MNT_DETACH)
+        except FileNotFoundError:
+            continue  # under one detached already
+        except OSError as e:
+            if e.errno not in (1, 22):  # EPERM, EINVAL (locked): cover it instead
+                raise
+            k.mount("tmpfs", p, "tmpfs", 0, None)
 
 
 def _write_sysctls(sysctl: dict[str, str]) -> None:

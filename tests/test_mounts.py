@@ -132,6 +132,23 @@ def test_no_pivot(oci, bundle):
         assert bundle.path not in f.read()
 
 
+def test_no_pivot_does_not_let_the_container_mount_a_bare_proc(oci, bundle):
+    """runc's no_pivot.bats: the host's whole proc (and sysfs), still in the
+    namespace under the chroot, would let a user namespace in the container
+    mount a fresh proc, with nothing masked."""
+    bundle.args("unshare", "-mrpf", "sh", "-euxc",
+                "mount -t proc none /proc && echo h > /proc/sysrq-trigger")
+    caps = bundle.process["capabilities"]
+    for s in ("bounding", "permitted"):
+        caps[s] = caps.get(s, []) + ["CAP_SETFCAP"]
+    bundle.save()
+    r = oci("run", "--no-pivot", "-b", bundle.path, new_id())
+    assert r.rc == 1 and "mount: permission denied" in r.out + r.err, r
+    with open("/proc/self/mountinfo") as f:  # the host's own are still there
+        types = [ln.split(" - ")[1].split()[0] for ln in f]
+    assert "proc" in types and "sysfs" in types
+
+
 # --- bind mounts ----------------------------------------------------------------
 def test_bind_file_and_dir_destinations_created(oci, bundle, tmp_path):
     src = tmp_path / "srcdir"

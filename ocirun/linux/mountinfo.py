@@ -33,3 +33,21 @@ def ids_under(root: str, path: str = "/proc/self/mountinfo") -> dict[int, str]:
             if point == root or point.startswith(prefix):
                 out[int(fields[0])] = point
     return out
+
+
+def whole_proc_sys_outside(root: str, path: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of whole proc and sysfs mounts (their root is "/") that
+    are not at or below root: what lets a --no-pivot container mount a new
+    proc (the kernel allows it while a full one is visible in the namespace)."""
+    prefix = root.rstrip("/") + "/"
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            pre, _, post = line.partition(b" - ")
+            fields = pre.split(b" ", 5)
+            if fields[3] != b"/" or post.split(b" ", 1)[0] not in (b"proc", b"sysfs"):
+                continue
+            point = unescape(fields[4].decode(errors="surrogateescape"))
+            if point != root and not point.startswith(prefix):
+                out.append(point)
+    return out
