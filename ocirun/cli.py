@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             return _help_command(rest[1:])
         if cmd not in COMMANDS and (cmd not in EXTERNAL or _external(cmd) is None):
             raise _usage_error(f"unknown command {rest[0]!r} (see ocirun --help)")
+        if log.debugging():
+            log.debug(f"{cmd} {' '.join(rest[1:])} (pid {os.getpid()})")
         return dispatch(cmd, rest[1:], g)
     except (Exception, KeyboardInterrupt) as e:
         return _report_error(e)

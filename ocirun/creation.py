@@ -121,6 +121,8 @@ def _created(c, plan, data: dict, pid: int, opts, mgr) -> int:
         data["mnt_ns"] = proc_mnt_ns(pid)  # with start_time: pid reuse is caught
     data.pop("status", None)
     c.sd.save(data, replacing=True)
+    if log.debugging():
+        log.debug(f"container {c.id}: init {pid} created (state in {c.sd.path})")
     if opts.pid_file:
         write_pid_file(os.path.abspath(opts.pid_file), pid)
     return pid

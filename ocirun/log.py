@@ -58,9 +58,19 @@ def log(level: str, msg: str) -> None:
         return
     to_file = _write_file(level, msg)
     if level in ("error", "fatal") or not to_file:
-        sys.stderr.write(f"ocirun: {msg}\n" if level in ("error", "fatal") else
-                         f"ocirun: {level}: {msg}\n")
+        if level in ("error", "fatal"):
+            line = f"ocirun: {msg}\n"
+        elif level == "debug":  # (runc's look: logrus text)
+            line = f'time="{_stamp()}" level=debug msg="{msg}"\n'
+        else:
+            line = f"ocirun: {level}: {msg}\n"
+        sys.stderr.write(line)
         sys.stderr.flush()
+
+
+def debugging() -> bool:
+    """--debug (or --log-level debug): worth building a debug message."""
+    return _state["level"] <= 10
 
 
 def error(msg: str) -> None:

@@ -75,6 +75,21 @@ def test_text_log(oci, tmp_path):
     assert 'level=error msg="container does not exist: nope"' in log.read_text()
 
 
+def test_debug_lines_go_to_stderr_or_the_log(oci, bundle, tmp_path):
+    """--debug: runc-like level=debug lines on stderr, or in --log only."""
+    bundle.args("true")
+    r = oci("--debug", "run", "-b", bundle.path, "d1")
+    assert r.rc == 0 and 'level=debug msg="run -b' in r.err
+    assert 'level=debug msg="container d1: init ' in r.err
+    log = tmp_path / "log.json"
+    r = oci("--debug", "--log", str(log), "--log-format", "json", "run", "-b", bundle.path, "d2")
+    assert r.rc == 0 and "debug" not in r.err
+    entries = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [e["level"] for e in entries] == ["debug", "debug"]
+    assert entries[1]["msg"].startswith("container d2: init ")
+    assert "debug" not in oci("run", "-b", bundle.path, "d3").err
+
+
 def test_log_file_is_opened_at_start(oci, tmp_path):
     """As runc: the log file exists after any command, and one that cannot
     be opened fails even a command that would log nothing."""
