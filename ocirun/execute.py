@@ -348,7 +348,8 @@ def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
             with open(target, "w") as f:
                 f.write(str(pid))
         except FileNotFoundError:
-            raise OciError(f"--cgroup {sub!r}: {os.path.dirname(target)} does not exist") from None
+            raise OciError(f"--cgroup {sub!r}: adding pid {pid} to {target}: no such file "
+                           "or directory (no such sub-cgroup)") from None
         except OSError as e:  # e.g. ENOSPC: a v1 cpuset child with no cpus/mems set
             raise OciError(f"--cgroup {sub!r}: cannot join {os.path.dirname(target)}: "
                            f"{e.strerror}") from None

@@ -300,7 +300,7 @@ def test_exec_unknown_cap_is_a_warning_as_in_runc(oci, ctr):
 
 def test_exec_sub_cgroup_errors(oci, ctr):
     cid, pid = ctr
-    assert "does not exist" in oci.fail("exec", "--cgroup", "nosuch", cid, "true")
+    assert "nosuch/cgroup.procs: no such file" in oci.fail("exec", "--cgroup", "nosuch", cid, "true")
     assert "../x is not a sub cgroup path" in oci.fail("exec", "--cgroup", "../x", cid, "true")
     _untouched(oci, cid, pid)
 

@@ -327,3 +327,18 @@ def test_blkio_weight(mgr):
         if "not supported" in str(e):
             pytest.skip(f"needs an io weight file: {e}")
         raise
+
+
+@pytest.mark.skipif(IS_V2, reason="v1 CFS files")
+def test_v1_shorter_period_and_quota_under_a_parent_limit(base):
+    """runc's update.bats 'pod limit': a shorter period written before the
+    quota can exceed the parent's limit (EINVAL); written again after it."""
+    m = cgroups.new_manager(base + "/pod/ctr", "ctr")
+    m.create()
+    pod = os.path.dirname(m.ctl["cpu"])
+    fsutil.write(pod, "cpu.cfs_quota_us", "50000", "pod")  # 50% of the 100 ms period
+    with pytest.raises(Exception):
+        m.update({"cpu": {"quota": 60000}})  # more than the pod allows
+    m.update({"cpu": {"period": 10000, "quota": 3000}})
+    assert fsutil.read(m.ctl["cpu"], "cpu.cfs_period_us").strip() == "10000"
+    assert fsutil.read(m.ctl["cpu"], "cpu.cfs_quota_us").strip() == "3000"

@@ -22,10 +22,21 @@ def set(d: str, res: dict, path: str, mgr) -> None:
         if got != shares:  # (update's dry run wrote nothing to read back)
             raise ConfigError(p + ".shares", f"the kernel clamped {shares} to {got} "
                               "(range 2-262144)")
+    again = False
     if period:
-        fsutil.write(d, "cpu.cfs_period_us", period, p + ".period")
+        try:
+            fsutil.write(d, "cpu.cfs_period_us", period, p + ".period")
+        except ConfigError:
+            # a shorter period with the old quota can exceed the parent's
+            # limit (EINVAL): with a new quota too, write it again after
+            # that (as runc does)
+            if quota is None:
+                raise
+            again = True
     if quota is not None:
         fsutil.write(d, "cpu.cfs_quota_us", quota, p + ".quota")
+    if again:
+        fsutil.write(d, "cpu.cfs_period_us", period, p + ".period")
     if burst is not None:
         fsutil.write(d, "cpu.cfs_burst_us", burst, p + ".burst")
     if rt_per:
