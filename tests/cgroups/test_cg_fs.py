@@ -337,8 +337,9 @@ def test_v1_shorter_period_and_quota_under_a_parent_limit(base):
     m.create()
     pod = os.path.dirname(m.ctl["cpu"])
     fsutil.write(pod, "cpu.cfs_quota_us", "50000", "pod")  # 50% of the 100 ms period
+    m.apply({"cpu": {"quota": 500000, "period": 1000000}})  # 50% too (runc's test config)
     with pytest.raises(Exception):
-        m.update({"cpu": {"quota": 60000}})  # more than the pod allows
+        m.update({"cpu": {"quota": 600000}})  # more than the pod allows
     m.update({"cpu": {"period": 10000, "quota": 3000}})
     assert fsutil.read(m.ctl["cpu"], "cpu.cfs_period_us").strip() == "10000"
     assert fsutil.read(m.ctl["cpu"], "cpu.cfs_quota_us").strip() == "3000"
