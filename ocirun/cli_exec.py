@@ -21,7 +21,8 @@ COMMANDS = {
               "no-new-privs": ((), False, "set no_new_privs for the process"),
               "cap": (("c",), "multi", "add a capability (repeatable)"),
               "preserve-fds": ((), True, "pass N extra fds (3 .. 3+N-1) to the process"),
-              "cgroup": ((), True, "run in a sub-cgroup of the container: [controller:]path"),
+              "cgroup": ((), "multi", "run in a sub-cgroup of the container: "
+                         "[controller[,controller...]:]path (repeatable)"),
               "ignore-paused": ((), False, "allow exec in a paused container"),
               "help": (("h",), False, "show help")}),
 }

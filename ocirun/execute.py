@@ -32,12 +32,12 @@ class ExecOptions:
 
     def __init__(self, detach: bool = False, pid_file: str | None = None,
                  console_socket: str | None = None, preserve_fds: int = 0,
-                 cgroup: str | None = None, ignore_paused: bool = False) -> None:
+                 cgroup: list[str] | str | None = None, ignore_paused: bool = False) -> None:
         self.detach = detach
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.preserve_fds = preserve_fds
-        self.cgroup = cgroup
+        self.cgroup = [cgroup] if isinstance(cgroup, str) else (cgroup or None)
         self.ignore_paused = ignore_paused
 
 
@@ -335,24 +335,66 @@ def _spawn_vfork(pplan, nsfds: dict[str, int], preserve_fds: int, join) -> int:
         return 0
 
 
-def _join_cgroup(mgr, pid: int, sub: str | None) -> None:
-    if not sub:
+def _join_cgroup(mgr, pid: int, subs: list[str] | None) -> None:
+    """exec --cgroup (runc's): [controller[,controller...]:]path, repeatable;
+    a path without controllers is for every hierarchy not named elsewhere
+    (the container's own cgroup by default)."""
+    if not subs:
         mgr.add_pid(pid)
         return
-    path = sub.partition(":")[2] if ":" in sub else sub
-    if ".." in path.split("/"):
-        raise OciError(f"invalid --cgroup argument: {sub} is not a sub cgroup path")
-    for d in mgr.dirs():
+    default, per_ctl = "", {}
+    for sub in subs:
+        ctls, _, path = sub.rpartition(":")
+        if ".." in path.split("/"):
+            raise OciError(f"invalid --cgroup argument: {path} is not a sub cgroup path")
+        if ctls:
+            for c in ctls.split(","):
+                per_ctl[c] = path
+        else:
+            default = path
+    targets = _cgroup_targets(mgr, default, per_ctl)
+    for d, path in targets:
         target = os.path.join(d, path.strip("/"), "cgroup.procs")
         try:
             with open(target, "w") as f:
                 f.write(str(pid))
         except FileNotFoundError:
-            raise OciError(f"--cgroup {sub!r}: adding pid {pid} to {target}: no such file "
+            raise OciError(f"--cgroup {path}: adding pid {pid} to {target}: no such file "
                            "or directory (no such sub-cgroup)") from None
         except OSError as e:  # e.g. ENOSPC: a v1 cpuset child with no cpus/mems set
-            raise OciError(f"--cgroup {sub!r}: cannot join {os.path.dirname(target)}: "
+            raise OciError(f"--cgroup {path}: cannot join {os.path.dirname(target)}: "
                            f"{e.strerror}") from None
+
+
+def _cgroup_targets(mgr, default: str, per_ctl: dict) -> list[tuple[str, str]]:
+    """(container cgroup directory, sub path) for each hierarchy."""
+    paths = getattr(getattr(mgr, "fs", mgr), "paths", None)
+    if paths is None:  # v2 (or systemd's): one directory, no controllers to name
+        if per_ctl:
+            bad = sorted(c for c in per_ctl if c not in _v2_controllers(mgr))
+            if bad:
+                raise OciError(f"--cgroup: unknown controller {bad[0]}")
+            path = next(iter(per_ctl.values())) if not default else default
+        else:
+            path = default
+        return [(d, path) for d in mgr.dirs()]
+    known = {c for key in paths for c in key.split(",") if key} | {""}
+    bad = sorted(c for c in per_ctl if c not in known)
+    if bad:
+        raise OciError(f"--cgroup: unknown controller {bad[0]}")
+    out = []
+    for key, d in paths.items():
+        named = [per_ctl[c] for c in key.split(",") if c in per_ctl]
+        out.append((d, named[0] if named else default))
+    return out
+
+
+def _v2_controllers(mgr) -> set[str]:
+    try:
+        with open(os.path.join(mgr.dirs()[0], "cgroup.controllers")) as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
 
 
 def _reap(pid: int) -> None:

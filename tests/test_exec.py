@@ -302,7 +302,36 @@ def test_exec_sub_cgroup_errors(oci, ctr):
     cid, pid = ctr
     assert "nosuch/cgroup.procs: no such file" in oci.fail("exec", "--cgroup", "nosuch", cid, "true")
     assert "../x is not a sub cgroup path" in oci.fail("exec", "--cgroup", "../x", cid, "true")
+    assert "unknown controller whaaat" in oci.fail("exec", "--cgroup", "whaaat:/", cid, "true")
     _untouched(oci, cid, pid)
+
+
+@pytest.mark.skipif(os.path.exists("/sys/fs/cgroup/cgroup.controllers"), reason="v1 hierarchies")
+def test_exec_sub_cgroups_per_controller_as_in_runc(oci, ctr):
+    """runc's exec.bats: --cgroup memory:submem --cgroup cpu,cpuacct:subcpu
+    puts the process there and everywhere else in the container's cgroup."""
+    cid, pid = ctr
+    dirs = {d.split("/")[4]: d for d in _cgroup_dirs(pid) if d.startswith("/sys/fs/cgroup/")}
+    made = []
+    try:
+        for ctl, sub in (("memory", "submem"), ("cpu", "subcpu"), ("cpuacct", "subcpu")):
+            os.mkdir(os.path.join(dirs[ctl], sub))
+            made.append(os.path.join(dirs[ctl], sub))
+        out = oci.ok("exec", "--cgroup", "memory:submem", "--cgroup", "cpu,cpuacct:subcpu", cid,
+                     "cat", "/proc/self/cgroup")
+        own = {ln.split(":")[1]: ln.split(":")[2].strip() for ln in open(f"/proc/{pid}/cgroup")
+               if ln.strip()}
+        got = {ln.split(":")[1]: ln.split(":")[2] for ln in out.splitlines()}
+        assert got["memory"] == own["memory"].rstrip("/") + "/submem"
+        assert got["cpu"] == own["cpu"].rstrip("/") + "/subcpu"
+        assert got["pids"] == own["pids"]
+    finally:
+        oci("delete", "-f", cid)
+        for d in reversed(made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 def test_exec_paused_and_ignore_paused(oci, ctr, tmp_path):
