@@ -61,7 +61,7 @@ class FsV1Manager(Manager):
                 join.done.discard(key)  # the runtime writes the pid at "join"
                 join.complete = False
 
-    def create(self, keys=None) -> None:
+    def create(self, keys=None, check: bool = True) -> None:
         from ocirun.cgroups.v1 import cpuset
         frozen = False
         for key, d in self.paths.items():
@@ -82,7 +82,7 @@ class FsV1Manager(Manager):
                 cpuset.init_dirs(made, d, self.mounts[key])
             if key == "":
                 enable_controllers(self.mounts[""], d, ("hugetlb", "rdma", "misc"))
-        if frozen or self.existed:
+        if check and (frozen or self.existed):
             self.check_existing(frozen)
 
     def _skip_undelegated(self, key: str, d: str, e: OSError) -> None:

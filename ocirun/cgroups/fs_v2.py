@@ -21,7 +21,7 @@ class FsV2Manager(Manager):
     def procs_path(self) -> str:
         return self.dir
 
-    def create(self) -> None:
+    def create(self, check: bool = True) -> None:
         """mkdir the cgroup (and parents) and enable controllers down to it.
         Rootless without a delegated subtree: no cgroup at all (as runc)."""
         try:
@@ -34,7 +34,7 @@ class FsV2Manager(Manager):
         self.existed = not made
         self.made += made
         # (a new cgroup right under the root cannot be frozen: no read)
-        if self.existed or os.path.dirname(made[0]) != self.mountpoint:
+        if check and (self.existed or os.path.dirname(made[0]) != self.mountpoint):
             self.check_existing(_frozen(self.dir))
         enable_controllers(self.mountpoint, self.dir)
 

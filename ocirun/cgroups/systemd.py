@@ -203,7 +203,8 @@ class SystemdManager(Manager):
         if result != "done":
             raise CgroupError(f"systemd: starting {self.unit}: job {result}")
         # v1: systemd only makes the hierarchies it manages; join the rest ourselves
-        self.fs.create()
+        # (what systemd made holds our init already: not a cgroup found in use)
+        self.fs.create(check=False)
         if self.fs.version == "v1":
             self.fs.add_pid(pid)
         if self.pending:
