@@ -256,9 +256,9 @@ def _cmd_list(a: Args, g: Args) -> int:
     if a.opts.get("quiet"):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif fmt == "json":  # (runc's: one line, the owner by name, unlike `state`)
-        import json
-        sys.stdout.write(json.dumps([dict(s, owner=_extra().owner_name(s)) for s in states]
-                                    or None, separators=(",", ":")) + "\n")
+        from ocirun.jsonutil import dumps
+        sys.stdout.write(dumps([dict(s, owner=_extra().owner_name(s)) for s in states]
+                               or None) + "\n")
     elif fmt == "table":
         _extra().print_table(states)
     else:

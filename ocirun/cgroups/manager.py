@@ -236,20 +236,12 @@ class Manager:
     def remove_made(self) -> None:
         """A failed create in a cgroup that was there before: only what it
         made goes (deepest first); the rest is left as it was found."""
-        for d in reversed(self.made):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+        _rmdir_each(reversed(self.made))
 
     def remove_if_empty(self) -> None:
         """rmdir each directory once; one that is busy (a cgroup shared with
         processes that are not ours, see check_existing) stays."""
-        for d in self.dirs():
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+        _rmdir_each(self.dirs())
 
     def to_state(self) -> dict:
         st = {"driver": self.driver, "version": self.version, "path": self.path,
@@ -257,6 +249,14 @@ class Manager:
         if self.shared:
             st["shared"] = True
         return st
+
+
+def _rmdir_each(dirs) -> None:
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 _NOT_DELEGATED = (13, 1, 30)  # EACCES, EPERM, EROFS (`errno` stays off the run path)
