@@ -5,6 +5,7 @@ the `podman` fixture fails the test if anything of its containers is left.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -244,3 +245,28 @@ def test_missing_binary_not_rm(podman):
     ids = ek.created_ids(podman.calls())
     assert ids and not ek.runtime_state_ids(podman.runtime, ids), ids
     podman.ok("rm", "-f", name)
+
+
+def test_join_other_containers_namespaces(podman):
+    """--net/--ipc/--uts/--pid container:X: the config's namespaces carry
+    /proc/PID/ns/* paths (what a pod's containers and a Kubernetes sandbox
+    get), so the second container is in the first one's namespaces and sees
+    its hostname and processes. (A podman pod is not tested: `pod rm` fails on
+    this host's hybrid layout, with runc too, removing a hugetlb dir of its
+    own on a tmpfs.)"""
+    first = podman.ok("run", "-d", "--hostname", "shared-uts", "--network", "none",
+                      IMG, "sleep", "1000").strip()
+    try:
+        r = podman("run", "--rm", "--uts", f"container:{first}", "--ipc", f"container:{first}",
+                   "--pid", f"container:{first}", "--network", f"container:{first}", IMG,
+                   "sh", "-c", "hostname; ps -o args | grep -c '[s]leep 1000'; "
+                   "readlink /proc/self/ns/ipc; readlink /proc/self/ns/net")
+        assert r.rc == 0, str(r)
+        lines = _lines(r.out)
+        assert lines[:2] == ["shared-uts", "1"], str(r)
+        pid = podman.ok("inspect", "-f", "{{.State.Pid}}", first).strip()
+        assert lines[2:] == [os.readlink(f"/proc/{pid}/ns/{ns}") for ns in ("ipc", "net")], \
+            (lines, pid)
+    finally:
+        podman.ok("rm", "-f", "-t", "0", first)
+
