@@ -237,8 +237,12 @@ class Init:
     def setup_rootfs(self, k) -> None:
         plan = self.plan
         if plan.has_mount_ns:  # (without one, these would change the host's mounts)
-            k.mount(None, "/", None, k.MS_REC | (k.MS_PRIVATE if plan.propagation and
-                                                  plan.propagation & k.MS_PRIVATE else k.MS_SLAVE))
+            prop = plan.propagation
+            if prop and prop & k.MS_SHARED:
+                self.share_root(k, prop)
+            else:
+                k.mount(None, "/", None, k.MS_REC | (k.MS_PRIVATE if prop and prop & k.MS_PRIVATE
+                                                      else k.MS_SLAVE))
             try:
                 k.mount(plan.rootfs, plan.rootfs, None, k.MS_BIND | k.MS_REC)
             except OSError as e:
@@ -264,6 +268,18 @@ class Init:
                            f"{e.strerror}") from None
         if plan.process.terminal:  # /dev/console: the pty slave is bound here later
             os.close(mounts.make_path(self.rootfd, "/dev/console", is_dir=False))
+
+    def share_root(self, k, prop: int) -> None:
+        """rootfsPropagation (r)shared: our mounts stay in the host's peer
+        groups, so that a volume bound "rshared" propagates both ways
+        (Kubernetes' Bidirectional mounts). Only the mount holding the rootfs
+        is made private: pivot_root refuses a shared parent, and the rootfs's
+        own bind must not show up on the host."""
+        from ocirun.linux.mountinfo import holding_mount
+        k.mount(None, "/", None, prop)
+        point, shared = holding_mount(self.plan.rootfs)
+        if shared:
+            k.mount(None, point, None, k.MS_PRIVATE)
 
     def apply_bind_in_userns(self, index: int, step) -> None:
         """A bind in our user namespace: the root runtime makes on the host
@@ -336,19 +352,28 @@ class Init:
 
     def enter_root(self, k) -> None:
         root = self.plan.rootfs
+        shared = bool(self.plan.propagation and self.plan.propagation & k.MS_SHARED)
         os.chdir(root)
         if not self.plan.has_mount_ns:  # the runtime's mount namespace: no pivot there
             os.chroot(".")
         elif self.plan.no_pivot:  # (a ramdisk rootfs cannot be pivoted)
-            _hide_whole_proc_sys(k, root)
+            _hide_whole_proc_sys(k, root, shared)
             k.mount(root, "/", None, k.MS_MOVE)
             os.chroot(".")
         else:
+            old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if shared else -1
             try:
                 k.pivot_root(".", ".")
             except OSError as e:
                 raise OciError(f"pivot_root {root}: {e.strerror}"
                                " (use --no-pivot on a ramdisk rootfs)") from None
+            if shared:  # (else the old root is a slave or private already)
+                # the old root's mounts are the host's peers: their detach
+                # below must not unmount the host's own. (Through its fd:
+                # "." is the new root for mount(2), the old one for umount2.)
+                os.fchdir(old_root)
+                os.close(old_root)
+                k.mount(None, ".", None, k.MS_SLAVE | k.MS_REC)
             k.umount2(".", k.MNT_DETACH)
         os.chdir("/")
 
@@ -401,13 +426,19 @@ class Init:
 _TERMINATING = (15, 2, 1, 3, 10, 12)  # TERM INT HUP QUIT USR1 USR2
 
 
-def _hide_whole_proc_sys(k, root: str) -> None:
+def _hide_whole_proc_sys(k, root: str, shared: bool) -> None:
     """--no-pivot keeps the host's mounts in the namespace, under the chroot:
     a whole proc or sysfs among them would let the container mount a fresh,
-    unmasked proc (runc's msMoveRoot does the same). Our namespace is a
-    slave: nothing of this reaches the host."""
+    unmasked proc (runc's msMoveRoot does the same). Our mounts are slaves
+    (or private), so nothing of this reaches the host; with a shared
+    rootfsPropagation, "/" (where the rootfs moves) and the parents of what
+    is detached are made slaves first, for the same reason."""
     from ocirun.linux.mountinfo import whole_proc_sys_outside
-    for p in whole_proc_sys_outside(root):
+    found = whole_proc_sys_outside(root)
+    if shared:
+        for parent in {"/", *(parent for _p, parent in found)}:
+            k.mount(None, parent, None, k.MS_SLAVE)
+    for p, _parent in found:
         try:
             k.umount2(p, k.MNT_DETACH)
         except FileNotFoundError:

@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from ocitest import OCIRUN
+
 _ids = itertools.count()
 
 
@@ -121,6 +123,56 @@ def test_rootfs_propagation(oci, bundle, prop, want):
         assert not [o for o in root.optional if o.startswith(("shared:", "unbindable"))], root
     else:
         assert any(o.startswith(want) for o in root.optional), root
+
+
+@pytest.mark.parametrize("rootfs_mount", ["rootfs in /", "rootfs a mount"])
+@pytest.mark.parametrize("pivot", ["pivot_root", "no-pivot"])
+def test_rshared_rootfs_propagation_is_bidirectional(oci, bundle, tmp_path, pivot, rootfs_mount):
+    """What containerd gives a Kubernetes Bidirectional volume, on a host
+    whose mounts are shared (systemd makes / rshared; here a mount namespace
+    of the test's own does): rootfsPropagation "rshared" and an rshared bind.
+    A mount the host makes under the volume after create shows up in the
+    container, and one the container makes shows up on the host (critest's
+    mount propagation test). Nothing else crosses: the rootfs's own bind
+    does not show on the host, and the container's detaching of the old
+    root (or, with --no-pivot, of the host's proc and sysfs) unmounts
+    nothing of the host's, whose cgroup mounts the runtime is still using.
+    The rootfs is either a directory of the shared / or a mount of its own
+    (as containerd's overlay is), which leaves / shared."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    bundle.linux["rootfsPropagation"] = "rshared"
+    caps = bundle.process["capabilities"]
+    for s in ("bounding", "effective", "permitted"):
+        caps[s] = caps.get(s, []) + ["CAP_SYS_ADMIN"]
+    add_mount(bundle, "/vol", "bind", str(vol), ["rbind", "rshared"])
+    bundle.sh("mkdir -p /vol/c && mount -t tmpfs ctr /vol/c && touch /vol/c/made-in-ctr; "
+              "grep -q ' /vol/h ' /proc/self/mountinfo && echo host-mount-seen")
+    cid = new_id()
+    rt = f"{OCIRUN} --root {oci.root}"
+    extra = "--no-pivot" if pivot == "no-pivot" else ""
+    own = f"mount --bind {bundle.path}/rootfs {bundle.path}/rootfs" if "a mount" in rootfs_mount else ":"
+    script = f"""set -eu
+mount --bind {vol} {vol}
+{own}
+{rt} create {extra} --bundle {bundle.path} {cid} >{tmp_path}/out 2>&1 || {{ cat {tmp_path}/out; exit 1; }}
+mkdir -p {vol}/h && mount -t tmpfs host {vol}/h
+awk '{{print $5}}' /proc/self/mountinfo | sort >{tmp_path}/before
+[ "$(grep -c ' {bundle.path}/rootfs ' /proc/self/mountinfo)" = {1 if "a mount" in rootfs_mount else 0} ] \
+  || echo rootfs-bind-leaked
+{rt} start {cid}
+i=0; while {rt} state {cid} | grep -q '"running"'; do i=$((i+1)); [ $i -lt 500 ]; sleep 0.01; done
+{rt} delete {cid}
+cat {tmp_path}/out
+test -e {vol}/c/made-in-ctr && echo ctr-mount-seen
+awk '{{print $5}}' /proc/self/mountinfo | grep -v '/vol/c$' | sort | diff {tmp_path}/before - >&2 \
+  && echo host-mounts-intact
+"""
+    r = subprocess.run(["unshare", "-m", "--propagation", "shared", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["host-mount-seen", "ctr-mount-seen", "host-mounts-intact"], \
+        r.stdout + r.stderr
 
 
 def test_no_pivot(oci, bundle):

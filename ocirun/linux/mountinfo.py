@@ -22,6 +22,21 @@ def _unescape_octal(s: str) -> str:
     return "".join(out)
 
 
+def holding_mount(path: str, info: str = "/proc/self/mountinfo") -> tuple[str, bool]:
+    """The mount point of the mount path lies in (the longest mount point at
+    or above it; of mounts stacked on one point, the last listed, the top
+    one), and whether that mount is shared. path: absolute, resolved."""
+    best, shared = "/", False
+    with open(info, "rb") as f:
+        for line in f:
+            fields = line.partition(b" - ")[0].split(b" ")
+            point = unescape(fields[4].decode(errors="surrogateescape"))
+            if (path == point or path.startswith(point.rstrip("/") + "/")) \
+                    and len(point) >= len(best):
+                best, shared = point, any(o.startswith(b"shared:") for o in fields[6:])
+    return best, shared
+
+
 def ids_under(root: str, path: str = "/proc/self/mountinfo") -> dict[int, str]:
     """Mount id -> mount point, for the mounts at or below root."""
     prefix = root.rstrip("/") + "/"
@@ -35,19 +50,21 @@ def ids_under(root: str, path: str = "/proc/self/mountinfo") -> dict[int, str]:
     return out
 
 
-def whole_proc_sys_outside(root: str, path: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points of whole proc and sysfs mounts (their root is "/") that
-    are not at or below root: what lets a --no-pivot container mount a new
-    proc (the kernel allows it while a full one is visible in the namespace)."""
+def whole_proc_sys_outside(root: str, path: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(mount point, its parent's mount point) of the whole proc and sysfs
+    mounts (their root is "/") that are not at or below root: what lets a
+    --no-pivot container mount a new proc (the kernel allows it while a full
+    one is visible in the namespace)."""
     prefix = root.rstrip("/") + "/"
-    out = []
+    points, found = {}, []
     with open(path, "rb") as f:
         for line in f:
             pre, _, post = line.partition(b" - ")
             fields = pre.split(b" ", 5)
+            point = unescape(fields[4].decode(errors="surrogateescape"))
+            points[fields[0]] = point
             if fields[3] != b"/" or post.split(b" ", 1)[0] not in (b"proc", b"sysfs"):
                 continue
-            point = unescape(fields[4].decode(errors="surrogateescape"))
             if point != root and not point.startswith(prefix):
-                out.append(point)
-    return out
+                found.append((point, fields[1]))
+    return [(point, points.get(parent, "/")) for point, parent in found]
