@@ -36,6 +36,12 @@ RUNTIMES = ("ocirun", "runc")
 IMAGE = "localhost/ocirun-test/busybox:latest"
 US = "\x1f"  # field separator in the argv log (never in an argv word here)
 CGROUP_ROOT = "/sys/fs/cgroup"
+# pure cgroup v2 (the QEMU guest): files have v2 names, one hierarchy
+CGROUP2 = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+# podman's cgroup manager: cgroupfs here; "systemd" in the guest (systemd as
+# PID 1, as on most hosts): OCIRUN_PODMAN_CGROUP_MANAGER
+PODMAN_CGROUP_MANAGER = os.environ.get("OCIRUN_PODMAN_CGROUP_MANAGER", "cgroupfs")
+MEMORY_LIMIT_FILE = "memory.max" if CGROUP2 else "memory.limit_in_bytes"
 
 
 def runtime_binary(name: str) -> str | None:
@@ -253,7 +259,11 @@ def cgroups_mentioning(*ids: str) -> list[str]:
 
 
 def cgroup_of(pid: int, controller: str) -> str:
-    """The host path of a process's cgroup in a v1 hierarchy (or v2 with "")."""
+    """The host path of a process's cgroup in a v1 hierarchy (or v2 with "",
+    and always on a pure v2 host)."""
+    if CGROUP2:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return os.path.join(CGROUP_ROOT, f.read().split("::", 1)[1].strip().lstrip("/"))
     with open(f"/proc/{pid}/cgroup") as f:
         for ln in f:
             _n, ctrls, path = ln.rstrip("\n").split(":", 2)
@@ -263,8 +273,17 @@ def cgroup_of(pid: int, controller: str) -> str:
 
 
 def freezer_state(pid: int) -> str:
+    """FROZEN or THAWED (v1's words, read from cgroup.events on v2)."""
+    if CGROUP2:
+        with open(os.path.join(cgroup_of(pid, ""), "cgroup.events")) as f:
+            return "FROZEN" if "frozen 1" in f.read().split("\n") else "THAWED"
     with open(os.path.join(cgroup_of(pid, "freezer"), "freezer.state")) as f:
         return f.read().strip()
+
+
+def in_container_cgroup_file(controller: str, name: str) -> str:
+    """A cgroup file as a container with its own cgroup namespace sees it."""
+    return f"{CGROUP_ROOT}/{name}" if CGROUP2 else f"{CGROUP_ROOT}/{controller}/{name}"
 
 
 def remove_cgroups(paths: list[str]) -> None:
@@ -343,7 +362,7 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 network_config_dir = "{base}/networks"
 
 [engine]
-cgroup_manager = "cgroupfs"
+cgroup_manager = "{cgroup_manager}"
 events_logger = "file"
 events_logfile_path = "{base}/events.log"
 tmp_dir = "{base}/tmp"
@@ -365,7 +384,8 @@ class Podman:
         os.makedirs(os.path.join(self.base, "tmp"), exist_ok=True)
         self.conf = os.path.join(self.base, "containers.conf")
         with open(self.conf, "w") as f:
-            f.write(PODMAN_CONF.format(base=self.base, runtimes="\n".join(
+            f.write(PODMAN_CONF.format(base=self.base, cgroup_manager=PODMAN_CGROUP_MANAGER,
+                                       runtimes="\n".join(
                 f'{n} = ["{p}"]' for n, p in wrappers.items())))
         # storage.conf too, so no host storage config leaks in
         self.storage_conf = os.path.join(self.base, "storage.conf")
@@ -379,7 +399,7 @@ class Podman:
         with open(os.path.join(self.base, "registries.conf"), "w") as f:
             f.write("unqualified-search-registries = []\n")
         self.global_args = ["--root", f"{self.base}/storage", "--runroot", f"{self.base}/run",
-                            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+                            "--storage-driver", "vfs", "--cgroup-manager", PODMAN_CGROUP_MANAGER,
                             "--events-backend", "file", "--tmpdir", f"{self.base}/tmp"]
 
     def __call__(self, *args: str, runtime: str | None = None, timeout: float = 60,

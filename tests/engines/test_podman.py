@@ -105,7 +105,7 @@ def test_exec_tty(podman):
 def test_memory_limit(podman):
     # the smallest limit podman accepts (6 MiB); read it from inside the container
     r = podman("run", "--rm", "--memory", "6m", IMG, "cat",
-               "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+               ek.in_container_cgroup_file("memory", ek.MEMORY_LIMIT_FILE))
     assert r.rc == 0, str(r)
     assert r.out.strip() == str(6 * 1024 * 1024), str(r)
 
@@ -113,16 +113,16 @@ def test_memory_limit(podman):
 def test_memory_limit_applied_on_host(podman):
     cid = podman.ok("run", "-d", "--memory", "8m", IMG, "sleep", "1000").strip()
     pid = podman.ok("inspect", "-f", "{{.State.Pid}}", cid).strip()
-    with open(f"/proc/{pid}/cgroup") as f:
-        path = next(ln.split(":", 2)[2].strip() for ln in f if ":memory:" in ln)
-    with open(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes") as f:
+    path = ek.cgroup_of(int(pid), "memory")
+    with open(f"{path}/{ek.MEMORY_LIMIT_FILE}") as f:
         assert f.read().strip() == str(8 * 1024 * 1024)
     assert cid in path, path
     podman.ok("rm", "-f", "-t", "0", cid)
 
 
 def test_pids_limit(podman):
-    r = podman("run", "--rm", "--pids-limit", "10", IMG, "cat", "/sys/fs/cgroup/pids/pids.max")
+    r = podman("run", "--rm", "--pids-limit", "10", IMG, "cat",
+               ek.in_container_cgroup_file("pids", "pids.max"))
     assert r.rc == 0, str(r)
     assert r.out.strip() == "10", str(r)
     # the limit holds: 20 background sleeps cannot all start
@@ -209,8 +209,8 @@ def test_update_memory(podman):
     cid = podman.ok("run", "-d", "--memory", "32m", IMG, "sleep", "1000").strip()
     # podman: update --resources=FILE ID
     podman.ok("update", "--memory", "64m", cid)
-    assert podman.ok("exec", cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes") \
-        .strip() == str(64 * 1024 * 1024)
+    assert podman.ok("exec", cid, "cat", ek.in_container_cgroup_file(
+        "memory", ek.MEMORY_LIMIT_FILE)).strip() == str(64 * 1024 * 1024)
     assert "update" in podman.subcommands()
     podman.ok("rm", "-f", "-t", "0", cid)
 

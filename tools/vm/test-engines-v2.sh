@@ -1,0 +1,30 @@
+#!/bin/bash
+# test-engines-v2.sh [PYTEST ARGS...]
+#   Run the podman engine tests (tests/engines/test_podman.py) in the QEMU guest:
+#   pure cgroup v2, systemd as PID 1, and podman's cgroup manager "systemd" (its
+#   default on such hosts: every container a transient scope under machine.slice,
+#   made by systemd over D-Bus). This host (cgroup v1, no systemd) runs the same
+#   tests with the cgroupfs manager in `make test`.
+#   The guest image has podman in it, so it is not the cgroup tests' image: it lives
+#   under $VMLAB (default /var/cache/ocirun-vm-podman), built on first use (~3 min).
+# Default: ocirun only (-k ocirun; under TCG a podman call takes seconds). Pass
+# pytest args to choose, e.g. `tools/vm/test-engines-v2.sh -k "runc and kill"`.
+# Env: VMLAB, REBUILD=1, VM_* knobs of run-in-guest.sh (VM_TIMEOUT default 3600 here).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+export VMLAB=${VMLAB:-/var/cache/ocirun-vm-podman}
+export VM_TIMEOUT=${VM_TIMEOUT:-3600}
+if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
+  t0=$(date +%s)
+  EXTRA_PACKAGES="python3-pytest podman conmon runc golang-github-containers-common uidmap" \
+    "$HERE/build-guest.sh"
+  echo "[test-engines-v2] guest image built in $(( $(date +%s) - t0 ))s" >&2
+fi
+ARGS=${*:--k ocirun}
+/usr/bin/python3 -IS -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
+"$HERE/run-in-guest.sh" "$REPO" \
+  "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_PODMAN_CGROUP_MANAGER=systemd OCIRUN_ENGINE_BIN=$REPO/bin/ocirun; \
+   echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm); \$(podman --version)\"; \
+   systemctl is-system-running --wait >/dev/null 2>&1 || true; \
+   python3 -m pytest -q -rfEs -p no:cacheprovider --durations=8 -m engines tests/engines/test_podman.py $ARGS"
