@@ -51,9 +51,16 @@ def default_spec(rootless: bool = False, uid: int = 0, gid: int = 0) -> dict:
                               "/proc/sysrq-trigger"],
         },
     }
+    if _pure_cgroup_v2():  # as runc's: the container sees its own cgroup as /
+        spec["linux"]["namespaces"].append({"type": "cgroup"})
     if rootless:
         _make_rootless(spec, uid, gid)
     return spec
+
+
+def _pure_cgroup_v2() -> bool:
+    import os
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
 def _make_rootless(spec: dict, uid: int, gid: int) -> None:

@@ -662,3 +662,27 @@ def test_frozen_cgroup_is_refused_and_left_as_found(oci, bundle, cgpath, how):
         assert read_file(d + "/freezer.state").strip() == "FROZEN"
     with open(d + ("/cgroup.freeze" if IS_V2 else "/freezer.state"), "w") as f:
         f.write("0" if IS_V2 else "THAWED")
+
+
+def test_spec_adds_a_cgroup_namespace_on_pure_v2(tmp_path):
+    """`runc spec` on a pure cgroup v2 host lists a cgroup namespace (so a
+    container and what is exec'd in it see their cgroup as /); on v1 and
+    hybrid hosts it does not. runc's cgroups.bats checks /proc/self/cgroup
+    of an exec'd process reads 0::/."""
+    subprocess.run([OCIRUN, "spec"], cwd=tmp_path, check=True)
+    with open(tmp_path / "config.json") as f:
+        types = [ns["type"] for ns in json.load(f)["linux"]["namespaces"]]
+    assert types[:5] == ["pid", "network", "ipc", "uts", "mount"]
+    assert types[5:] == (["cgroup"] if IS_V2 else [])
+
+
+@pytest.mark.skipif(not IS_V2, reason="cgroup v2 only (a v1 cgroup namespace shows v1 lines)")
+def test_exec_in_a_cgroup_namespace_sees_its_cgroup_as_root(oci, bundle):
+    bundle.ns("pid", "mount", "ipc", "uts", "network", "cgroup")
+    bundle.args("sleep", "100")
+    cid = uid("cgns")
+    start_detached(oci, bundle, cid)
+    try:
+        assert oci.ok("exec", cid, "cat", "/proc/self/cgroup").splitlines()[0] == "0::/"
+    finally:
+        oci("delete", "-f", cid)
