@@ -292,6 +292,10 @@ def test_update_running_container(oci, bundle, driver):
     assert mem_limit(pid) == 128 * MiB
     assert cg_read(pid, "pids", "pids.max") == "max"
     assert cpu_quota(pid) == (50000, 100000)
+    # the period alone: the quota stays (v2 has one file for both, and
+    # systemd keeps a quota per second; runc's update.bats)
+    oci.ok("update", "--cpu-period", "90000", cid, global_args=gargs(driver))
+    assert cpu_quota(pid) == (50000, 90000)
     oci.ok("update", "--cpu-quota", "-1", cid, global_args=gargs(driver))
     assert cpu_quota(pid)[0] == -1
     # a file, and runc's memory suffixes

@@ -29,6 +29,11 @@ class FsV1Manager(Manager):
     def dirs(self) -> list[str]:
         return list(self.paths.values())
 
+    def cpu_quota(self) -> int | None:
+        """The CFS quota now (-1: none; None: no cpu controller)."""
+        d = self.ctl.get("cpu")
+        return None if d is None else fsutil.read_int(d, "cpu.cfs_quota_us", -1)
+
     def procs_path(self) -> str:
         for c in ("pids", "freezer", "memory", "devices", "cpu"):
             if c in self.ctl:

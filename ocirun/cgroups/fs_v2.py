@@ -21,6 +21,14 @@ class FsV2Manager(Manager):
     def procs_path(self) -> str:
         return self.dir
 
+    def cpu_quota(self) -> int | None:
+        """The CFS quota now (-1: none; None: no cpu controller)."""
+        try:
+            q = fsutil.read(self.dir, "cpu.max").split()[0]
+        except OSError:
+            return None
+        return -1 if q == "max" else int(q)
+
     def create(self, check: bool = True) -> None:
         """mkdir the cgroup (and parents) and enable controllers down to it.
         Rootless without a delegated subtree: no cgroup at all (as runc)."""

@@ -122,6 +122,17 @@ def properties(res: dict, version: str, path: str = "linux.resources") -> list[t
     return out
 
 
+def _with_quota(resources: dict, fs) -> dict:
+    """systemd keeps a quota per second: given a new period alone, it would
+    scale the quota with it. An update of the period keeps the quota, as
+    runc's (which passes its whole config) does: the current one goes along."""
+    cpu = resources.get("cpu")
+    if not isinstance(cpu, dict) or cpu.get("period") is None or cpu.get("quota") is not None:
+        return resources
+    q = fs.cpu_quota()
+    return dict(resources, cpu=dict(cpu, quota=q)) if q and q > 0 else resources
+
+
 class SystemdManager(Manager):
     driver = "systemd"
 
@@ -222,6 +233,7 @@ class SystemdManager(Manager):
             self.pending = _merge(self.pending or {}, resources)
             self._pending_path = path
             return
+        resources = _with_quota(resources, self.fs)
         props = properties(resources, self.version, path)
         from ocirun.cgroups import fsutil
         if props and not fsutil.DRY_RUN:

@@ -28,9 +28,12 @@ def set(d: str, res: dict, path: str, mgr) -> None:
     if shares:
         fsutil.write(d, "cpu.weight", shares_to_weight(max(shares, 2)), p + ".shares")
     if quota is not None or period is not None:
-        q = "max" if quota in (None, -1) else str(quota)
-        if period is None:  # keep the current period
-            period = int(fsutil.read(d, "cpu.max").split()[1])
+        # one file for both: the one not given keeps its current value (an
+        # update of the period alone must not lift the quota)
+        cur = fsutil.read(d, "cpu.max").split() if quota is None or period is None else None
+        q = cur[0] if quota is None else "max" if quota == -1 else str(quota)
+        if period is None:
+            period = int(cur[1])
         fsutil.write(d, "cpu.max", f"{q} {period}", p + (".quota" if quota else ".period"))
     if burst is not None:
         fsutil.write(d, "cpu.max.burst", burst, p + ".burst")
