@@ -8,7 +8,7 @@ DEMO      ?= build/demo
 PYTEST    ?= .venv/bin/pytest
 TEST_APT  ?= golang-github-containers-common uidmap podman conmon containerd runc crun gcc libc6-dev strace
 
-.PHONY: setup demo test test-cgroupv2 install uninstall bench soak clean
+.PHONY: setup demo test test-cgroupv2 test-engines-v2 install uninstall bench soak clean
 
 setup:
 	@EXTRA_APT="$(TEST_APT) $(EXTRA_APT)" tools/setup.sh
@@ -30,6 +30,9 @@ soak: setup
 
 test-cgroupv2:
 	tools/vm/test-cgroupv2.sh
+
+test-engines-v2:
+	tools/vm/test-engines-v2.sh
 
 install:
 	rm -rf $(LIBDIR).new && mkdir -p $(LIBDIR).new $(BINDIR)

@@ -42,6 +42,8 @@ CGROUP2 = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
 # PID 1, as on most hosts): OCIRUN_PODMAN_CGROUP_MANAGER
 PODMAN_CGROUP_MANAGER = os.environ.get("OCIRUN_PODMAN_CGROUP_MANAGER", "cgroupfs")
 MEMORY_LIMIT_FILE = "memory.max" if CGROUP2 else "memory.limit_in_bytes"
+# every command's timeout is multiplied by this (the emulated guest is ~10x slower)
+TIMEOUT_SCALE = float(os.environ.get("OCIRUN_ENGINE_TIMEOUT_SCALE", "1"))
 
 
 def runtime_binary(name: str) -> str | None:
@@ -72,6 +74,7 @@ def run(argv: list[str], timeout: float = 60, env: dict | None = None,
         import shlex
         argv = ["script", "-qefc", shlex.join(argv), "/dev/null"]
     t = time.monotonic()
+    timeout *= TIMEOUT_SCALE
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             p = subprocess.run(argv, stdout=out, stderr=err, text=True, env=env,

@@ -21,10 +21,11 @@ if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
     "$HERE/build-guest.sh"
   echo "[test-engines-v2] guest image built in $(( $(date +%s) - t0 ))s" >&2
 fi
-ARGS=${*:--k ocirun}
+if [ $# -eq 0 ]; then set -- -k ocirun; fi
+ARGS=$(printf "%q " "$@")  # (quoted again: they go through the guest's bash)
 /usr/bin/python3 -IS -c 'import sys; sys.path.insert(0, sys.argv[1]); from ocirun import bundle; bundle.build()' "$REPO" >/dev/null
 "$HERE/run-in-guest.sh" "$REPO" \
-  "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_PODMAN_CGROUP_MANAGER=systemd OCIRUN_ENGINE_BIN=$REPO/bin/ocirun; \
+  "export PYTHONDONTWRITEBYTECODE=1 OCIRUN_PODMAN_CGROUP_MANAGER=systemd OCIRUN_ENGINE_TIMEOUT_SCALE=5 OCIRUN_ENGINE_BIN=$REPO/bin/ocirun; \
    echo \"[guest] \$(uname -r); \$(stat -fc %T /sys/fs/cgroup); PID1=\$(cat /proc/1/comm); \$(podman --version)\"; \
    systemctl is-system-running --wait >/dev/null 2>&1 || true; \
    python3 -m pytest -q -rfEs -p no:cacheprovider --durations=8 -m engines tests/engines/test_podman.py $ARGS"
