@@ -275,7 +275,7 @@ def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
             verb, payload, fds = parent.recv()
             if verb == "ready":
                 if join is not None:
-                    mgr.add_pid(pid, skip=join.done)  # the child does the rest
+                    _add_pid(mgr, pid, join.done, state["pid"])  # the child does the rest
                 elif mgr is not None:
                     _join_cgroup(mgr, pid, opts.cgroup)
                 parent.send("ok")
@@ -318,6 +318,24 @@ def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
         raise
     parent.close()
     return master
+
+
+def _add_pid(mgr, pid: int, skip: set[str], init_pid: int) -> None:
+    """The process into the container's cgroup; on cgroup v2, where that
+    cgroup turned a domain controller on for its children (so it may hold no
+    process: EBUSY), into the init's cgroup instead, as runc does."""
+    from ocirun.cgroups.manager import CgroupError
+    try:
+        mgr.add_pid(pid, skip=skip)
+    except CgroupError as e:
+        if e.errno != 16 or mgr.version != "v2":  # EBUSY
+            raise
+        from ocirun import cgroups
+        from ocirun.cgroups.layout import own_cgroups
+        from ocirun.cgroups.manager import _join
+        layout = cgroups.detect()
+        rel = os.path.relpath(own_cgroups(init_pid)[""], layout.unified_root)
+        _join(os.path.normpath(os.path.join(layout.unified, rel)), pid)
 
 
 def _spawn_vfork(pplan, nsfds: dict[str, int], preserve_fds: int, join) -> int:

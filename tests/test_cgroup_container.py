@@ -690,3 +690,30 @@ def test_exec_in_a_cgroup_namespace_sees_its_cgroup_as_root(oci, bundle):
         assert oci.ok("exec", cid, "cat", "/proc/self/cgroup").splitlines()[0] == "0::/"
     finally:
         oci("delete", "-f", cid)
+
+
+@pytest.mark.skipif(not IS_V2, reason="cgroup v2: no internal processes once a domain "
+                    "controller is on for a cgroup's children")
+def test_exec_falls_back_to_the_inits_cgroup_when_the_container_cgroup_cannot_hold_it(
+        oci, bundle):
+    """runc's cgroups.bats: the container moves its init to /foo and turns
+    memory on for the children of its cgroup, which then may hold no
+    process: an exec'd process joins the init's cgroup instead of failing."""
+    bundle.ns("pid", "mount", "ipc", "uts", "network", "cgroup")
+    for m in bundle.config["mounts"]:
+        if m["destination"] == "/sys/fs/cgroup":
+            m["options"] = [o for o in m.get("options", []) if o != "ro"] + ["rw"]
+    for m in bundle.config["mounts"]:
+        if m["destination"] == "/sys":
+            m["options"] = [o for o in m.get("options", []) if o != "ro"]
+    bundle.args("sleep", "1000")
+    cid = uid("cgfb")
+    start_detached(oci, bundle, cid)
+    try:
+        assert oci.ok("exec", cid, "cat", "/proc/self/cgroup").splitlines()[0] == "0::/"
+        oci.ok("exec", cid, "sh", "-euc", "mkdir /sys/fs/cgroup/foo; "
+               "echo 1 > /sys/fs/cgroup/foo/cgroup.procs; echo $$ > /sys/fs/cgroup/foo/cgroup.procs; "
+               "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
+        assert oci.ok("exec", cid, "cat", "/proc/self/cgroup").splitlines()[0] == "0::/foo"
+    finally:
+        oci("delete", "-f", cid)

@@ -19,7 +19,10 @@ V2_WANTED = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc")
 
 
 class CgroupError(OciError):
-    """A cgroup operation failed (not a config problem)."""
+    """A cgroup operation failed (not a config problem); errno: the
+    kernel's, where one said why (0 otherwise)."""
+
+    errno = 0
 
 
 class SelfJoin:
@@ -312,8 +315,10 @@ def _join(procs_dir: str, pid: int) -> None:
         finally:
             os.close(fd)
     except OSError as e:
-        raise CgroupError(f"adding pid {pid} to cgroup {procs_dir}: "
-                          f"{os.strerror(e.errno)}{_realtime_hint(e.errno, pid)}") from None
+        err = CgroupError(f"adding pid {pid} to cgroup {procs_dir}: "
+                          f"{os.strerror(e.errno)}{_realtime_hint(e.errno, pid)}")
+        err.errno = e.errno
+        raise err from None
 
 
 def _realtime_hint(err: int, pid: int) -> str:
