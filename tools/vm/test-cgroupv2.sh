@@ -11,12 +11,14 @@
 #   image on first use under $VMLAB (default /var/cache/ocirun-vm, outside the repo),
 #   shares the repo in read-write at the same path, runs pytest there with the
 #   guest's python3 + python3-pytest, and exits with pytest's exit code.
-# Env: OCIRUN_CG_CYCLES (create/delete cycles in the guest, default 20: 100 take ~280 s
+# Env: VM_TIMEOUT (default 2400 s), OCIRUN_CG_CYCLES (create/delete cycles in the guest, default 20: 100 take ~280 s
 #      under TCG), VMLAB, REBUILD=1 (rebuild the image), VM_* knobs of run-in-guest.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 export VMLAB=${VMLAB:-/var/cache/ocirun-vm}
+# the tests take ~8 min under TCG on an idle host; a busy one can double that
+export VM_TIMEOUT=${VM_TIMEOUT:-2400}
 if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
   t0=$(date +%s)
   "$HERE/build-guest.sh"
