@@ -86,6 +86,10 @@ _PARENT_CHECK = textwrap.dedent(r"""
 """)
 
 
+# No cgroup namespace (`spec` has one on cgroup v2): these tests read the
+# cgroup a process joined by its full path, from inside the container.
+_NS = ("pid", "network", "ipc", "uts", "mount")
+
 def test_spawn_leaves_the_parent_interpreter_sound():
     r = subprocess.run([PY, "-c", _PARENT_CHECK, REPO], capture_output=True, text=True,
                        timeout=120)
@@ -162,6 +166,7 @@ def test_run_starts_its_init_sharing_memory(oci, bundle, tmp_path):
 
 def test_run_init_is_in_its_cgroup_everywhere(oci, bundle):
     """cgroup2 entered at birth (CLONE_INTO_CGROUP), v1 by its own writes."""
+    bundle.ns(*_NS)
     bundle.sh("cat /proc/self/cgroup; echo pid=$$")
     cid = f"vg{os.getpid()}"
     r = oci.run(bundle, cid)
@@ -221,6 +226,7 @@ def test_run_forks_where_clone3_is_refused(oci, bundle):
 
 
 def _sleeping(oci, bundle, cid: str) -> int:
+    bundle.ns(*_NS)
     bundle.args("sleep", "1000")
     oci.ok("run", "-d", "-b", bundle.path, cid)
     return oci.state(cid)["pid"]
