@@ -119,6 +119,48 @@ def properties(res: dict, version: str, path: str = "linux.resources") -> list[t
     if w is not None:
         out.append(("IOWeight", ("t", blkio_to_io_weight(w))) if version == "v2"
                    else ("BlockIOWeight", ("t", w)))
+    unified = res.get("unified") if version == "v2" else None
+    if unified and isinstance(unified, dict):
+        # last: they override the fields above, for systemd as in the files
+        # (a daemon-reload would otherwise put the unit's values back)
+        named = dict(out)
+        named.update(_unified_properties(unified))
+        out = list(named.items())
+    return out
+
+
+# linux.resources.unified keys systemd has properties for (as runc maps them)
+_UNIFIED_PROPS = {"memory.min": "MemoryMin", "memory.low": "MemoryLow",
+                  "memory.high": "MemoryHigh", "memory.max": "MemoryMax",
+                  "memory.swap.max": "MemorySwapMax", "pids.max": "TasksMax",
+                  "cpu.weight": "CPUWeight", "io.weight": "IOWeight"}
+
+
+def _unified_properties(unified: dict) -> list[tuple]:
+    """Unit properties for the unified keys systemd knows; a value that is
+    not a number for it is left to the file write (which says what is wrong)."""
+    out: list[tuple] = []
+    for key, value in unified.items():
+        if not isinstance(value, str):
+            continue
+        v = value.strip()
+        try:
+            if key in _UNIFIED_PROPS:
+                if key == "io.weight" and v.startswith("default "):
+                    v = v[len("default "):]
+                out.append((_UNIFIED_PROPS[key], ("t", INFINITY if v == "max" else int(v))))
+            elif key == "cpu.max":
+                quota, _, period = v.partition(" ")
+                per = int(period) if period else 100000
+                out.append(("CPUQuotaPeriodUSec", ("t", per)))
+                q = INFINITY if quota == "max" else \
+                    (int(quota) * 1_000_000 // per + 9999) // 10000 * 10000
+                out.append(("CPUQuotaPerSecUSec", ("t", q)))
+            elif key in ("cpuset.cpus", "cpuset.mems") and v:
+                out.append(("AllowedCPUs" if key == "cpuset.cpus" else "AllowedMemoryNodes",
+                            ("ay", spec.cpuset_bits(v))))
+        except (ValueError, ZeroDivisionError):
+            continue
     return out
 
 
@@ -178,7 +220,13 @@ class SystemdManager(Manager):
             return m.body[3]
 
     def create(self) -> None:
-        """Nothing to do before a pid exists (a scope needs one); see add_pid()."""
+        """Nothing to make before a pid exists (a scope needs one, see
+        add_pid). A scope that is there already (another container's, with
+        the same cgroupsPath) gets runc's checks of a cgroup found at create."""
+        if self.fs.exists():
+            self.fs.existed = True
+            self.fs.check_existing(self.fs.frozen())
+            self.shared = self.fs.shared
 
     def add_pid(self, pid: int, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """First call: StartTransientUnit with PIDs=[pid]; later calls: cgroup.procs.

@@ -27,6 +27,30 @@ def test_bpf_program_shape():
     assert v2devices.bpf_program([])[-16:-8] == bytes((0xb7, 0, 0, 0, 1, 0, 0, 0))
 
 
+def test_systemd_properties_take_unified_keys_last():
+    """runc's cgroups.bats (unified only / unified override) checks the unit's
+    properties too: the unified keys systemd knows become properties, and
+    override the fields they overlap."""
+    from ocirun.cgroups.systemd import INFINITY, properties
+    res = {"pids": {"limit": 10}, "cpu": {"shares": 3333, "quota": 40000, "period": 100000},
+           "unified": {"memory.min": "131072", "memory.max": "max", "pids.max": "42",
+                       "cpu.max": "5000 50000", "cpu.weight": "42", "io.weight": "default 7",
+                       "cpuset.cpus": "0-1", "memory.high": "bogus", "hugetlb.2MB.max": "0"}}
+    props = dict(properties(res, "v2"))
+    assert props["MemoryMin"] == ("t", 131072)
+    assert props["MemoryMax"] == ("t", INFINITY)
+    assert props["TasksMax"] == ("t", 42)
+    assert props["CPUWeight"] == ("t", 42)
+    assert props["IOWeight"] == ("t", 7)
+    assert props["CPUQuotaPeriodUSec"] == ("t", 50000)
+    assert props["CPUQuotaPerSecUSec"] == ("t", 100000)  # 5000 / 50000 s
+    assert props["AllowedCPUs"] == ("ay", b"\x03")
+    assert "MemoryHigh" not in props  # not a number: the file write reports it
+    assert len(properties(res, "v2")) == len(props)  # each property once
+    assert "TasksMax" in dict(properties({"pids": {"limit": 10}}, "v1"))
+    assert "MemoryMin" not in dict(properties(res, "v1"))  # no unified on v1
+
+
 def test_dbus_marshal_roundtrip():
     w = dbus._W()
     sig = "ssa(sv)a(sa(sv))"

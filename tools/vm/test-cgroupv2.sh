@@ -26,7 +26,11 @@ if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$VMLAB/guest/rootfs.img" ]; then
 fi
 # the container tests need busybox-static in the guest (the bundle fixture copies
 # /bin/busybox) and ps(1) for `ocirun ps`: both are in build-guest.sh's package list
-ARGS=${*:-tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py tests/test_devices.py tests/test_notify.py tests/test_exec.py}
+if [ $# -eq 0 ]; then
+  set -- tests/cgroups tests/test_cgroup_container.py tests/test_vfork.py tests/test_devices.py \
+    tests/test_notify.py tests/test_exec.py
+fi
+ARGS=$(printf "%q " "$@")  # (quoted again: they go through the guest's bash)
 # test helpers the guest cannot compile (it has no gcc): built here, in the
 # shared repo, removed on the way out
 HELPERS="$REPO/.vm-helpers"
