@@ -277,7 +277,7 @@ def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
                 if join is not None:
                     _add_pid(mgr, pid, join.done, state["pid"])  # the child does the rest
                 elif mgr is not None:
-                    _join_cgroup(mgr, pid, opts.cgroup)
+                    _join_cgroup(mgr, pid, opts.cgroup, state["pid"])
                 parent.send("ok")
                 break
             if verb == "console":
@@ -320,7 +320,7 @@ def _serve(parent, pid: int, join, mgr, opts: ExecOptions, pplan, state: dict,
     return master
 
 
-def _add_pid(mgr, pid: int, skip: set[str], init_pid: int) -> None:
+def _add_pid(mgr, pid: int, skip: set[str] | frozenset[str], init_pid: int) -> None:
     """The process into the container's cgroup; on cgroup v2, where that
     cgroup turned a domain controller on for its children (so it may hold no
     process: EBUSY), into the init's cgroup instead, as runc does."""
@@ -353,12 +353,12 @@ def _spawn_vfork(pplan, nsfds: dict[str, int], preserve_fds: int, join) -> int:
         return 0
 
 
-def _join_cgroup(mgr, pid: int, subs: list[str] | None) -> None:
+def _join_cgroup(mgr, pid: int, subs: list[str] | None, init_pid: int) -> None:
     """exec --cgroup (runc's): [controller[,controller...]:]path, repeatable;
     a path without controllers is for every hierarchy not named elsewhere
     (the container's own cgroup by default)."""
     if not subs:
-        mgr.add_pid(pid)
+        _add_pid(mgr, pid, frozenset(), init_pid)
         return
     default, per_ctl = "", {}
     for sub in subs:

@@ -110,8 +110,8 @@ def manager_from_state(d: dict):
     """Rebuild the manager saved by to_state() (no fs access)."""
     if d.get("driver") == "systemd":
         from ocirun.cgroups.systemd import SystemdManager
-        return SystemdManager.from_state(d)
-    if d.get("version") == "v2":
+        mgr = SystemdManager.from_state(d)
+    elif d.get("version") == "v2":
         from ocirun.cgroups.fs_v2 import FsV2Manager
         mgr = FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
     else:
