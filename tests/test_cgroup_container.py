@@ -719,3 +719,28 @@ def test_exec_falls_back_to_the_inits_cgroup_when_the_container_cgroup_cannot_ho
         assert oci.ok("exec", cid, "cat", "/proc/self/cgroup").splitlines()[0] == "0::/foo"
     finally:
         oci("delete", "-f", cid)
+
+
+@needs_systemd
+@pytest.mark.skipif(not IS_V2, reason="the systemd scope's directory is a cgroup2 path here")
+def test_frozen_scope_directory_is_refused_with_the_systemd_driver(oci, bundle):
+    """runc's cgroups.bats under RUNC_USE_SYSTEMD: the scope's directory made
+    and frozen before create. ocirun used to join it (and freeze) and wait
+    for ever; now create fails with runc's line and leaves it as found."""
+    name = uid("sdfz")
+    bundle.linux["cgroupsPath"] = f"system.slice:ocirun-t:{name}"
+    bundle.args("true")
+    d = f"{LAYOUT.unified}/system.slice/ocirun-t-{name}.scope"
+    os.makedirs(d)
+    try:
+        with open(d + "/cgroup.freeze", "w") as f:
+            f.write("1")
+        line = oci.fail("run", "-d", "--bundle", bundle.path, name,
+                        global_args=gargs("systemd"), timeout=60)
+        assert "container's cgroup unexpectedly frozen" in line
+        assert oci.ids() == []
+        assert read_file(d + "/cgroup.freeze").strip() == "1"
+    finally:
+        with open(d + "/cgroup.freeze", "w") as f:
+            f.write("0")
+        os.rmdir(d)

@@ -224,7 +224,7 @@ class SystemdManager(Manager):
         add_pid). A scope that is there already (another container's, with
         the same cgroupsPath) gets runc's checks of a cgroup found at create."""
         if self.fs.exists():
-            self.fs.existed = True
+            self.existed = self.fs.existed = True  # (a failed create leaves it)
             self.fs.check_existing(self.fs.frozen())
             self.shared = self.fs.shared
 
