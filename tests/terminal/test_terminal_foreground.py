@@ -205,6 +205,10 @@ def start_forwarder(script: str, out_w: int, report_w: int) -> int:
         def container() -> None:
             os.dup2(out_w, 1)
             os.setsid()  # like init: no shared process group with the runtime
+            # signals the test runner was started with ignored (nohup: HUP)
+            # stay ignored across exec, and sh cannot trap them
+            for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
             exec_sh(script)
 
         cpid = child(container)
