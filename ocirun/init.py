@@ -438,6 +438,11 @@ def _hide_whole_proc_sys(k, root: str, shared: bool) -> None:
     if shared:
         for parent in {"/", *(parent for _p, parent in found)}:
             k.mount(None, parent, None, k.MS_SLAVE)
+        for p, _parent in found:  # (their submounts' detach propagates too)
+            try:
+                k.mount(None, p, None, k.MS_SLAVE | k.MS_REC)
+            except FileNotFoundError:
+                continue
     for p, _parent in found:
         try:
             k.umount2(p, k.MNT_DETACH)
