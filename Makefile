@@ -6,7 +6,7 @@ LIBDIR    ?= $(PREFIX)/lib/ocirun
 BINDIR    ?= $(PREFIX)/bin
 DEMO      ?= build/demo
 PYTEST    ?= .venv/bin/pytest
-TEST_APT  ?= golang-github-containers-common uidmap podman conmon containerd runc crun gcc libc6-dev strace
+TEST_APT  ?= golang-github-containers-common uidmap podman conmon containerd runc crun docker.io gcc libc6-dev strace
 
 .PHONY: setup demo test test-cgroupv2 test-engines-v2 install uninstall bench soak clean
 

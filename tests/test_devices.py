@@ -59,6 +59,8 @@ def test_default_devices_and_links(oci, bundle):
     assert {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "fd", "stdin",
             "stdout", "stderr", "pts", "shm", "mqueue"} <= names, out
     assert "console" not in names  # only with a terminal
+    # /dev/core -> /proc/kcore only where the kernel has /proc/kcore (runc)
+    assert ("core" in names) == os.path.exists("/proc/kcore"), out
 
 
 def test_default_devices_work(oci, bundle):

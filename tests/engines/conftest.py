@@ -249,3 +249,75 @@ def ctr(containerd_engine, runtime, argv_log, request):
         _force_clean(ids, runtime, root, leaks)
     assert not left_in_engine, f"containerd still lists containers: {left_in_engine}"
     assert not leaks, f"left behind by containerd+{runtime}: {leaks}"
+
+
+# ---------------------------------------------------------------- docker
+
+@pytest.fixture(scope="session")
+def docker_engine(engine_base, argv_log, image_tars):
+    missing = [t for t in ("/usr/sbin/dockerd", "/usr/bin/docker") if not os.access(t, os.X_OK)]
+    if missing:
+        pytest.skip(f"docker cannot be used here: {', '.join(missing)} not installed "
+                    "(apt-get install docker.io)")
+    dk = ek.Docker(engine_base, argv_log.wrappers)
+    try:
+        try:
+            dk.start()
+        except (RuntimeError, OSError) as e:
+            pytest.skip(f"dockerd cannot start here: {e}")
+        r = dk("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
+        assert r.rc == 0, str(r)
+        yield dk
+    finally:
+        dk.shutdown()
+
+
+class DockerFor:
+    """docker bound to one runtime (`docker run --runtime`); records what
+    the shim called."""
+
+    def __init__(self, engine: ek.Docker, runtime: str, log: ek.ArgvLog, offset: int) -> None:
+        self.engine, self.runtime, self.log, self.offset = engine, runtime, log, offset
+
+    def __call__(self, *args: str, **kw) -> ek.Result:
+        return self.engine(*args, **kw)
+
+    def run(self, *args: str, **kw) -> ek.Result:
+        """`docker run --runtime docker-<runtime> ARGS...`"""
+        return self.engine("run", "--runtime", self.engine.names[self.runtime], *args, **kw)
+
+    def detached(self, name: str, *args: str) -> str:
+        """`docker run -d --name NAME ARGS...` on this runtime; the id."""
+        return self.ok("run", "-d", "--runtime", self.engine.names[self.runtime],
+                       "--name", name, *args).strip()
+
+    def ok(self, *args: str, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.rc == 0, str(r)
+        return r.out
+
+    def inspect(self, cid: str, fmt: str) -> str:
+        return self.ok("inspect", "-f", fmt, cid).strip()
+
+    def calls(self) -> list[tuple[str, str, list[str]]]:
+        return self.log.since(self.offset)
+
+    def subcommands(self) -> list[str]:
+        return [ek.subcommand(argv)[0] for _c, _r, argv in self.calls()]
+
+
+@pytest.fixture
+def docker(docker_engine, runtime, argv_log, request):
+    offset = argv_log.mark(f"docker {request.node.nodeid}")
+    d = DockerFor(docker_engine, runtime, argv_log, offset)
+    yield d
+    docker_engine.remove_all()
+    left_in_engine = docker_engine.container_ids()
+    ids = ek.created_ids(d.calls())
+    root = docker_engine.runtime_root(runtime)
+    dirs = [docker_engine.task_dir(i) + "/" for i in ids]
+    leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
+    if leaks:
+        _force_clean(ids, runtime, root, leaks)
+    assert not left_in_engine, f"docker still lists containers: {left_in_engine}"
+    assert not leaks, f"left behind by docker+{runtime}: {leaks}"

@@ -533,3 +533,108 @@ class Containerd:
             # the namespace's parent cgroups (/ocirun-test in each hierarchy)
             remove_cgroups([p for p in cgroups_mentioning(self.NS)
                             if os.path.basename(p) == self.NS])
+
+
+# ---------------------------------------------------------------- docker
+
+class Docker:
+    """A private dockerd (Debian's docker.io 20.10): its own data root, exec
+    root, socket and cgroup parent, and the containerd it starts itself.
+    No bridge, no iptables: nothing of the host's networking is touched.
+
+    dockerd reserves the runtime name "runc" (always the system runc), so
+    the runtimes are registered under `docker-<name>`, each pointing to its
+    argv-recording wrapper."""
+
+    CGROUP_PARENT = "ocirun-test-docker"
+    HOST_FILES = ("/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/run/docker")
+
+    def __init__(self, base: str, wrappers: dict[str, str]) -> None:
+        self.base = os.path.join(base, "docker")
+        self.data, self.exec_root = os.path.join(self.base, "data"), os.path.join(self.base, "x")
+        os.makedirs(self.data, exist_ok=True)
+        os.makedirs(self.exec_root, exist_ok=True)
+        self.sock = os.path.join(self.base, "docker.sock")
+        self.conf = os.path.join(self.base, "daemon.json")
+        self.names = {rt: f"docker-{rt}" for rt in wrappers}
+        with open(self.conf, "w") as f:
+            json.dump({"runtimes": {self.names[rt]: {"path": w} for rt, w in wrappers.items()},
+                       "data-root": self.data, "exec-root": self.exec_root,
+                       "pidfile": os.path.join(self.base, "dockerd.pid"),
+                       "hosts": [f"unix://{self.sock}"], "cgroup-parent": self.CGROUP_PARENT,
+                       "exec-opts": ["native.cgroupdriver=cgroupfs"],
+                       "iptables": False, "ip-forward": False, "ip-masq": False,
+                       "bridge": "none", "storage-driver": "overlay2",
+                       "log-driver": "json-file", "userland-proxy": False}, f)
+        self.logpath = os.path.join(self.base, "dockerd.log")
+        self.binary = "/usr/bin/docker"  # Debian's client, of the daemon's version
+        self.proc: subprocess.Popen | None = None
+        self.host_files_before = {p for p in self.HOST_FILES if os.path.lexists(p)}
+
+    def start(self, timeout: float = 30) -> None:
+        log = open(self.logpath, "w")
+        self.proc = subprocess.Popen(["/usr/sbin/dockerd", "--config-file", self.conf],
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        end = time.monotonic() + timeout * TIMEOUT_SCALE
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
+            if os.path.exists(self.sock) and self("version", timeout=5).rc == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"dockerd did not answer in {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(self.logpath) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def __call__(self, *args: str, timeout: float = 60, input: str | None = None,
+                 tty: bool = False) -> Result:
+        return run([self.binary, "-H", f"unix://{self.sock}", *args], timeout=timeout,
+                   input=input, tty=tty)
+
+    def container_ids(self) -> list[str]:
+        return self("ps", "-aq", "--no-trunc").out.split()
+
+    def remove_all(self) -> None:
+        ids = self.container_ids()
+        if ids:
+            self("rm", "-f", *ids, timeout=120)
+
+    def runtime_root(self, runtime: str) -> str:
+        """The shim's --root: dockerd 20.10 gives every runtime of the runc
+        shim the same one, <exec-root>/runtime-runc/moby."""
+        return os.path.join(self.exec_root, "runtime-runc", "moby")
+
+    def task_dir(self, cid: str) -> str:
+        return os.path.join(self.exec_root, "containerd", "daemon",
+                            "io.containerd.runtime.v2.task", "moby", cid)
+
+    def shutdown(self) -> None:
+        try:
+            if self.proc and self.proc.poll() is None:
+                try:
+                    self.remove_all()
+                finally:
+                    kill_pid(self.proc.pid, wait=20)
+        finally:
+            # dockerd's containerd and the shims hold our socket paths:
+            # only those are ended, by pid
+            for pid, _cmd in processes_mentioning(self.exec_root):
+                kill_pid(pid, wait=2)
+            unmount_all(self.base)
+            remove_cgroups([p for p in cgroups_mentioning(self.CGROUP_PARENT)
+                            if os.path.basename(p) == self.CGROUP_PARENT])
+            # what dockerd writes outside its roots whatever it is told
+            for p in self.HOST_FILES:
+                if p in self.host_files_before:
+                    continue
+                try:
+                    os.rmdir(p) if os.path.isdir(p) else os.unlink(p)
+                except OSError:
+                    pass

@@ -23,11 +23,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_LOG = os.path.join(REPO, "build", "engines", "argv.log")
 
 ENGINE_OF = {"conmon": "podman", "podman": "podman", "containerd-shim": "containerd"}
+# the engine a test drives, from its marker line ("docker tests/...::test_x"):
+# dockerd's calls come from a containerd-shim too
+ENGINES = ("podman", "containerd", "docker")
 
 _SUBS = [
     (re.compile(r"/tmp/ocirun-eng-[^/\s]+"), "$T"),
     (re.compile(r"\b[0-9a-f]{64}\b"), "<id>"),
-    (re.compile(r"\boe-[\w-]+?-(?:ocirun|runc)\b"), "<id>"),
+    (re.compile(r"\bo[ed]-[\w-]+?-(?:ocirun|runc)\b"), "<id>"),
     (re.compile(r"/run/containerd/runc/[\w.-]+"), "/run/containerd/runc/<ns>"),
     (re.compile(r"(io\.containerd\.runtime\.v2\.task)/[\w.-]+/"), r"\1/<ns>/"),
     (re.compile(r"conmon-term\.\w+"), "conmon-term.<rand>"),
@@ -36,7 +39,7 @@ _SUBS = [
     (re.compile(r"exec-process-\d+"), "exec-process-<N>"),
     (re.compile(r"/tmp/podman\d+"), "/tmp/podman<N>"),
     (re.compile(r"/userdata/<id>/"), "/userdata/<exec-id>/"),
-    (re.compile(r"(/<id>)/(?!init\.pid)[\w-]+\.pid\b"), r"\1/<exec-id>.pid"),
+    (re.compile(r"(/<id>)/(?!init\.pid)(?:[\w-]+|<id>)\.pid\b"), r"\1/<exec-id>.pid"),
 ]
 
 
@@ -57,17 +60,18 @@ def short_test(label: str) -> str:
 def collect(path: str) -> dict:
     """{engine: {invocation: {"runtimes": set, "tests": set, "callers": set}}}"""
     table: dict = {}
-    test = "(session set-up)"
+    test, marked = "(session set-up)", ""
     with open(path) as f:
         for ln in f:
             parts = ln.rstrip("\n").split(US)
             if parts[0] == "#":
                 test = short_test(parts[1])
+                marked = parts[1].split(" ", 1)[0]
                 continue
             if len(parts) < 2:
                 continue
             caller, runtime, argv = parts[0], parts[1], parts[2:]
-            engine = ENGINE_OF.get(caller, caller)
+            engine = marked if marked in ENGINES else ENGINE_OF.get(caller, caller)
             inv = normalise(argv)
             row = table.setdefault(engine, {}).setdefault(
                 inv, {"runtimes": set(), "tests": set(), "callers": set()})
