@@ -11,7 +11,7 @@ VERSION = "0.1.0"
 
 # option spec: name -> (aliases, takes_value, help)
 GLOBAL = {
-    "root": ((), True, "root directory for container state (default /run/ocirun)"),
+    "root": ((), True, "root directory for container state (default /run/ocirun; rootless: $XDG_RUNTIME_DIR/ocirun)"),
     "log": ((), True, "log file (default: stderr); opened at start, as runc"),
     "log-format": ((), True, "log format: text (default) or json"),
     "log-level": ((), True, "log level: debug, info, warning, error"),
@@ -182,7 +182,25 @@ def _create_opts(a: Args, g: Args):
                          preserve_fds=preserve,
                          systemd_cgroup=g.opts.get("systemd-cgroup", False),
                          cgroup_manager=g.opts.get("cgroup-manager"),
-                         notify_socket=os.getenv("NOTIFY_SOCKET") or None)
+                         notify_socket=os.getenv("NOTIFY_SOCKET") or None,
+                         rootless=_rootless(g.opts.get("rootless")))
+
+
+_BOOL_WORDS = {"1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+               "0": False, "f": False, "F": False, "false": False, "FALSE": False,
+               "False": False}
+
+
+def _rootless(value: str | None) -> bool | None:
+    """--rootless: true, false, or auto/absent (None), in the words runc
+    (Go's ParseBool) takes."""
+    if value is None or value in ("", "auto"):
+        return None
+    try:
+        return _BOOL_WORDS[value]
+    except KeyError:
+        raise _usage_error(f"--rootless: invalid value {value!r}: "
+                           "want true, false or auto") from None
 
 
 def _extra():

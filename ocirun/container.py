@@ -76,14 +76,17 @@ class CreateOptions:
     """Options of create/run beyond the bundle (runc's flags)."""
 
     __slots__ = ("config", "pid_file", "console_socket", "no_pivot", "no_new_keyring",
-                 "preserve_fds", "systemd_cgroup", "cgroup_manager", "notify_socket")
+                 "preserve_fds", "systemd_cgroup", "cgroup_manager", "notify_socket", "rootless")
 
     def __init__(self, config: str | None = None, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,
                  no_new_keyring: bool = False, preserve_fds: int = 0,
                  systemd_cgroup: bool = False, cgroup_manager: str | None = None,
-                 notify_socket: str | None = None) -> None:
-        """notify_socket: the host's NOTIFY_SOCKET, relayed (see ocirun.notify)."""
+                 notify_socket: str | None = None, rootless: bool | None = None) -> None:
+        """notify_socket: the host's NOTIFY_SOCKET, relayed (see ocirun.notify).
+        rootless: go without cgroups the caller may not make (True), never
+        (False), or None: when not root, or uid 0 in a user namespace (runc's
+        `--rootless auto`)."""
         self.config = config
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -93,6 +96,7 @@ class CreateOptions:
         self.systemd_cgroup = systemd_cgroup
         self.cgroup_manager = cgroup_manager
         self.notify_socket = notify_socket
+        self.rootless = rootless
 
 
 class Container:

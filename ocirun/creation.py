@@ -114,7 +114,7 @@ def _spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
 def _created(c, plan, data: dict, pid: int, opts, mgr) -> int:
     """The init is there: its identity into the state, saved."""
     data["pid"] = pid
-    if mgr is not None and mgr.shared:  # (known once it was created)
+    if mgr is not None and (mgr.shared or mgr.rootless):  # (known once it was created)
         data["cgroup"] = mgr.to_state()
     data["start_time"] = proc_start_time(pid)
     if plan.has_mount_ns:
@@ -288,8 +288,10 @@ def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bo
         return None
     from ocirun import cgroups
     systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
+    rootless = opts.rootless if opts.rootless is not None else rootless or os.geteuid() != 0
     mgr = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
-                              rootless=rootless or os.geteuid() != 0, layout=layout)
+                              rootless=rootless, layout=layout)
+    mgr.auto_rootless = opts.rootless is None and not systemd
     mgr.on_warning = log.warn
     return mgr
 

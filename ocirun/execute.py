@@ -24,6 +24,7 @@ from ocirun.errors import ConfigError, OciError, StateError, UsageError, os_erro
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "cgroup": "cgroup",
             "pid": "pid", "time": "time", "mount": "mnt"}
 _JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "mount")
+_JOIN_ORDER_USER_FIRST = ("user", "pid", "time", "ipc", "uts", "network", "cgroup", "mount")
 
 
 class ExecOptions:
@@ -195,7 +196,7 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
          state: dict, join=None, vforked: bool = False) -> int:
     from ocirun import launch  # noqa: F401  (before the fork: the child needs it after setns)
     from ocirun.kernel import syscalls as k
-    from ocirun.linux import namespaces  # noqa: F401  (used by the child)
+    from ocirun.linux import namespaces
     from ocirun.linux.foreground import forward_signals
     nsfds = _open_ns(init_pid, ns_types)
     console_fd = -1
@@ -206,12 +207,24 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
     restore = []
     pid = 0
     in_child = False
+    user_first = False
     try:
         for t, flag in (("pid", k.CLONE_NEWPID), ("time", k.CLONE_NEWTIME)):
             if t in nsfds:
                 restore.append((os.open(f"/proc/self/ns/{_PROC_NS[t]}",
                                         os.O_RDONLY | os.O_CLOEXEC), flag))
-                k.setns(nsfds[t], flag)
+                try:
+                    k.setns(nsfds[t], flag)
+                except PermissionError:
+                    if "user" not in nsfds:
+                        raise
+                    # rootless: only its user namespace gives us the right;
+                    # the child enters it first, then forks (see _child)
+                    user_first, vforked = True, False
+                    break
+        if user_first:
+            namespaces.restore_for_children(restore)
+            restore = []
         if vforked:
             pid = _spawn_vfork(pplan, nsfds, opts.preserve_fds, join)
         if not pid:
@@ -232,12 +245,13 @@ def _run(c, data: dict, pplan, init_pid: int, ns_types: list[str], mgr, opts: Ex
             if pid == 0:
                 in_child = True
                 parent.close()
-                _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join, handshake)
+                _child(pplan, child, nsfds, console_fd, opts.preserve_fds, join, handshake,
+                       user_first)
+            if user_first:
+                pid = _sibling_pid(parent, pid)
     finally:
         if not in_child:
-            for fd, flag in restore:
-                k.setns(fd, flag)
-                os.close(fd)
+            namespaces.restore_for_children(restore)
             for fd in nsfds.values():
                 os.close(fd)
             if child is not None:
@@ -424,9 +438,28 @@ def _reap(pid: int) -> None:
             pass
 
 
+def _sibling_pid(parent, middle: int) -> int:
+    """user_first: the pid of the process the child forked (see
+    namespaces.fork_into_namespaces); the child itself is reaped."""
+    try:
+        verb, payload, _ = parent.recv()
+    finally:
+        try:
+            os.waitpid(middle, 0)
+        except ChildProcessError:
+            pass
+    if verb == "pid":
+        return int(payload)
+    if verb == "error":
+        raise OciError(payload.decode(errors="replace"))
+    raise OciError("exec: the process setup died unexpectedly")
+
+
 def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: int,
-           join=None, handshake: bool = True) -> None:
-    """In the cloned child; never returns."""
+           join=None, handshake: bool = True, user_first: bool = False) -> None:
+    """In the cloned child; never returns. user_first: the runtime could
+    not enter the pid/time namespaces for us (rootless): they are entered
+    here, right after the user namespace, and a fork puts us in them."""
     from ocirun import launch
     from ocirun.errors import PeerGone
     from ocirun.kernel import syscalls as k
@@ -435,7 +468,7 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         # before entering: a container process must not reach our exe or fds
         k.prctl(k.PR_SET_DUMPABLE, 0)
         from ocirun.linux import namespaces as nsmod
-        for t in _JOIN_ORDER:
+        for t in _JOIN_ORDER_USER_FIRST if user_first else _JOIN_ORDER:
             if t in nsfds:
                 try:
                     k.setns(nsfds[t], nsmod.FLAGS[t])
@@ -448,6 +481,8 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
             os.chdir("/")
         for fd in nsfds.values():
             os.close(fd)
+        if user_first:
+            nsmod.fork_into_namespaces(lambda pid: sync.send("pid", str(pid)))
         pty = None
         if pplan.terminal:
             from ocirun.linux import terminal

@@ -250,12 +250,8 @@ def clone_child(flags: int, join) -> int:
 
 
 def _restore_ns(restore: list[tuple[int, int]]) -> None:
-    from ocirun.kernel import syscalls as k
-    for fd, t in restore:
-        try:
-            k.setns(fd, t)
-        finally:
-            os.close(fd)
+    from ocirun.linux.namespaces import restore_for_children
+    restore_for_children(restore)
 
 
 def _death_reason(pid: int) -> str:

@@ -204,18 +204,7 @@ class Init:
             if self.plan.time_offsets:
                 nsmod.write_time_offsets(self.plan.time_offsets)
             pidflags &= ~k.CLONE_NEWTIME
-        # the real init waits until we have reported its pid: the
-        # runtime must not take our later messages ("join", "hooks")
-        # for ours, nor move the wrong process into the cgroup
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = k.clone(pidflags | k.CLONE_PARENT)
-        if pid:
-            self.sync.send("pid", str(pid))
-            os._exit(0)  # closes w
-        os.close(w)
-        os.read(r, 1)  # EOF: the middle process has exited
-        os.close(r)
-        k.prctl(k.PR_SET_PDEATHSIG, 9)
+        nsmod.fork_into_namespaces(lambda pid: self.sync.send("pid", str(pid)), pidflags)
 
     def ask_maps(self, k) -> None:
         """The parent (or newuidmap, which checks /proc/<pid> belongs to its

@@ -29,11 +29,18 @@ MAX_ID = 1024
 
 
 def default_root() -> str:
-    if os.geteuid() != 0:
-        xdg = os.getenv("XDG_RUNTIME_DIR")
-        if xdg:
-            return os.path.join(xdg, "ocirun")
+    """$XDG_RUNTIME_DIR/ocirun for a rootless caller, /run/ocirun for root,
+    by runc's rule: a non-root euid, or uid 0 inside a user namespace
+    (rootless podman runs its runtime there) unless $USER is root."""
+    xdg = os.getenv("XDG_RUNTIME_DIR")
+    if xdg and (os.geteuid() != 0 or (os.getenv("USER") != "root" and _in_user_namespace())):
+        return os.path.join(xdg, "ocirun")
     return DEFAULT_ROOT
+
+
+def _in_user_namespace() -> bool:
+    from ocirun.linux.namespaces import in_user_namespace
+    return in_user_namespace()
 
 
 def check_id(cid: str) -> None:

@@ -46,6 +46,7 @@ def test_version_and_help(oci):
     (["--cgroup-manager", "nope", "list"], "unknown cgroup manager"),
     (["list", "--format", "yaml"], "invalid format"),
     (["run", "--preserve-fds", "x", "c"], "--preserve-fds"),
+    (["--rootless", "maybe", "run", "c"], "--rootless: invalid value 'maybe'"),
 ])
 def test_usage_errors_are_one_line(oci, argv, expect):
     assert expect in oci.fail(*argv)

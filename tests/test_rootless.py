@@ -230,3 +230,64 @@ def test_rootless_resources_without_delegation_refused(user):
     assert rc != 0 and "linux.resources.memory" in err and "delegated" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert os.listdir(user.state_root()) == []
+
+
+def test_rootless_exec(user):
+    """exec needs the container's user namespace before its pid namespace
+    (the user has no right over the host's): the child enters them in that
+    order and forks into the pid namespace."""
+    _spec(user, "sleep 60")
+    user.ok("run", "-d", "e1")
+    pid = json.loads(user.ok("state", "e1"))["pid"]
+    rc, out, err = user.ocirun("exec", "e1", "sh", "-c",
+                               "readlink /proc/self/ns/pid; id -u; echo $$; exit 3")
+    assert rc == 3, (out, err)
+    ns, uid, mypid = out.split()
+    assert ns == os.readlink(f"/proc/{pid}/ns/pid")
+    assert uid == "0" and int(mypid) > 1  # in the container's pid namespace
+    user.ok("delete", "--force", "e1")
+    assert os.listdir(user.state_root()) == []
+
+
+def test_uid0_in_users_namespace_is_rootless(user):
+    """Rootless podman's shape: the runtime runs as uid 0 in a user namespace
+    of the user's (all commands in one, as podman's pause process keeps it),
+    and the config has no user namespace of its own. As runc: state under
+    $XDG_RUNTIME_DIR unless $USER is root, no cgroups (none are delegated),
+    the host's device nodes bound in (no mknod there), exec into the pid
+    namespace even though the way back to the host's is refused."""
+    cfg = _spec(user, "sleep 60")
+    ns = cfg["linux"]["namespaces"]
+    cfg["linux"]["namespaces"] = [n for n in ns if n["type"] != "user"]
+    del cfg["linux"]["uidMappings"], cfg["linux"]["gidMappings"]
+    user.save(cfg)
+    script = ("ocirun run -d u0 && ls $XDG_RUNTIME_DIR/ocirun &&"
+              " ocirun exec u0 sh -c 'echo exec:$$; stat -c %t,%T /dev/null' &&"
+              " ocirun state u0 && ocirun delete --force u0 && echo deleted")
+    cmd = ["runuser", "-u", user.name, "--", "unshare", "--user", "--map-root-user",
+           "env", f"XDG_RUNTIME_DIR={user.run_dir}", f"USER={user.name}",
+           f"PATH={os.path.dirname(OCIRUN)}:/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", script]
+    p = subprocess.run(cmd, cwd=user.bundle, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    lines = p.stdout.splitlines()
+    assert lines[0] == "u0", p.stdout  # the state under $XDG_RUNTIME_DIR/ocirun
+    assert lines[1].startswith("exec:") and int(lines[1][5:]) > 1, p.stdout
+    assert lines[2] == "1,3", p.stdout  # the host's /dev/null, bound in
+    st = json.loads("\n".join(lines[3:-1]))
+    assert st["id"] == "u0" and lines[-1] == "deleted", p.stdout
+    assert os.listdir(user.state_root()) == []
+    assert not os.path.exists("/run/ocirun/u0")
+    assert not [ln for ln in open("/proc/self/mountinfo") if user.base in ln]
+
+
+def test_rootless_flag_false_makes_cgroups_required(user):
+    """--rootless false (runc's flag): no going without the cgroups the
+    user may not make; true and auto (the default) go without them."""
+    _spec(user, "true")
+    rc, out, err = user.ocirun("--rootless", "false", "run", "f1")
+    assert rc != 0 and "creating cgroup" in err and "Permission denied" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert os.listdir(user.state_root()) == []
+    user.ok("--rootless", "true", "run", "f2")
+    user.ok("--rootless", "auto", "run", "f3")

@@ -114,9 +114,11 @@ def manager_from_state(d: dict):
     elif d.get("version") == "v2":
         from ocirun.cgroups.fs_v2 import FsV2Manager
         mgr = FsV2Manager(d["path"], d["mountpoint"], d["dir"], d.get("rootless", False))
+        mgr.undelegated = d.get("undelegated", False) is True
     else:
         from ocirun.cgroups.fs_v1 import FsV1Manager
         mgr = FsV1Manager(d["path"], d["paths"], d["mounts"], d.get("rootless", False))
+        mgr.skipped = set(d.get("skipped") or ())
     mgr.shared = d.get("shared", False)
     return mgr
 

@@ -5,7 +5,7 @@ from ocirun import oslite as os
 import time
 
 from ocirun.cgroups import fsutil
-from ocirun.cgroups.manager import (CgroupError, Manager, SelfJoin, _NOT_DELEGATED, _join, _mod,
+from ocirun.cgroups.manager import (CgroupError, Manager, SelfJoin, _join, _mod,
                                     _present, _refuse_undelegated, enable_controllers)
 from ocirun.errors import ConfigError
 
@@ -50,6 +50,9 @@ class FsV1Manager(Manager):
             return
         self._deferred = [k for k in self.paths if k]
         self.create([k for k in self.paths if not k])
+        if self.rootless:  # found out making the cgroup2 part (see not_delegated)
+            self.create(self._deferred)
+            self._deferred = []
 
     def create_rest(self, join: SelfJoin | None) -> None:
         keys, self._deferred = self._deferred, []
@@ -93,7 +96,7 @@ class FsV1Manager(Manager):
     def _skip_undelegated(self, key: str, d: str, e: OSError) -> None:
         """create() could not make d: rootless, a hierarchy not delegated to
         us is quietly left out (as runc); else CgroupError."""
-        if self.rootless and e.errno in _NOT_DELEGATED:
+        if self.not_delegated(e):
             self.skipped.add(key)
             return
         raise CgroupError(f"creating cgroup {d}: {os.strerror(e.errno)}") from None
@@ -279,7 +282,10 @@ class FsV1Manager(Manager):
         return memory.oom_count(d) if d else 0
 
     def to_state(self) -> dict:
-        return {**super().to_state(), "paths": self.paths, "mounts": self.mounts}
+        st = {**super().to_state(), "paths": self.paths, "mounts": self.mounts}
+        if self.skipped:  # (rootless: hierarchies it could not make a cgroup in)
+            st["skipped"] = sorted(self.skipped)
+        return st
 
 
 def _frozen(d: str) -> bool:

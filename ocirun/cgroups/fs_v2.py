@@ -3,7 +3,7 @@ from ocirun import oslite as os
 import time
 
 from ocirun.cgroups import fsutil
-from ocirun.cgroups.manager import (CgroupError, Manager, SelfJoin, _NOT_DELEGATED, _join, _present,
+from ocirun.cgroups.manager import (CgroupError, Manager, SelfJoin, _join, _present,
                                     _refuse_undelegated, enable_controllers)
 from ocirun.errors import ConfigError
 
@@ -35,7 +35,7 @@ class FsV2Manager(Manager):
         try:
             made = fsutil.mkdir_p(self.dir)
         except OSError as e:
-            if self.rootless and e.errno in _NOT_DELEGATED:
+            if self.not_delegated(e):
                 self.undelegated = True
                 return
             raise CgroupError(f"creating cgroup {self.dir}: {os.strerror(e.errno)}") from None
@@ -139,7 +139,10 @@ class FsV2Manager(Manager):
         return memory.oom_count(self.dir)
 
     def to_state(self) -> dict:
-        return {**super().to_state(), "mountpoint": self.mountpoint, "dir": self.dir}
+        st = {**super().to_state(), "mountpoint": self.mountpoint, "dir": self.dir}
+        if self.undelegated:  # (rootless: no cgroup of its own)
+            st["undelegated"] = True
+        return st
 
 
 def _frozen(d: str) -> bool:

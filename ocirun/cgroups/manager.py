@@ -106,9 +106,22 @@ class Manager:
         self.warnings: list[str] = []
         self.on_warning = None  # callable(str) or None: set by the runtime to log
         self.undelegated = False  # rootless and the cgroup could not be created
+        # rootless "auto" as runc: uid 0 in a user namespace is rootless too,
+        # found out on the first permission error (no cost when there is none)
+        self.auto_rootless = False
         self.existed = False  # create() found (part of) it there already
         self.made: list[str] = []  # the directories create() made, outermost first
         self.shared = False   # ... holding processes: not ours to kill (to_state)
+
+    def not_delegated(self, e: OSError) -> bool:
+        """Whether a failed mkdir of the cgroup means "not ours, go without"
+        (rootless, as runc) rather than an error."""
+        if e.errno not in _NOT_DELEGATED:
+            return False
+        if not self.rootless and self.auto_rootless:
+            from ocirun.linux.namespaces import in_user_namespace
+            self.rootless = in_user_namespace()
+        return self.rootless
 
     def warn(self, msg: str) -> None:
         """A field the kernel/layout cannot express and that runc also ignores."""

@@ -84,8 +84,11 @@ def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool,
                 _bind_device(rootfd, got[0], name, d, tree.node(i))
             elif bind_from_host:
                 _bind_device(rootfd, got[0], name, d, d.path)
-            else:
-                _mknod(got[0], name, d, got[1])
+            elif not _mknod(got[0], name, d, got[1]):
+                # the runtime itself is in a user namespace (rootless podman
+                # runs it as uid 0 in the user's): bind the host's, as runc
+                bind_from_host = True
+                _bind_device(rootfd, got[0], name, d, d.path)
     finally:
         os.umask(old)
         for pfd, _ in parents.values():
@@ -94,29 +97,44 @@ def create_devices(rootfd: int, devices: list[Device], bind_from_host: bool,
             tree.remove()
 
 
-def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> None:
+def _mknod(pfd: int, name: str, d: Device, setgid_parent: bool) -> bool:
     """(umask 0) A node already there is replaced, as runc does; a new one
-    is chowned only where it would not already have d's owner."""
+    is chowned only where it would not already have d's owner. False: no
+    mknod in the user namespace the runtime itself runs in."""
     dev = os.makedev(d.major, d.minor)
     try:
         try:
             os.mknod(name, d.mode, dev, dir_fd=pfd)
         except FileExistsError:
-            _replace_node(pfd, name, d, dev)
+            if not _replace_node(pfd, name, d, dev):
+                return True
+    except PermissionError as e:
+        from ocirun.linux.namespaces import in_user_namespace
+        if in_user_namespace():
+            return False
+        raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
     except OSError as e:
         raise OciError(f"cannot create device {d.path}: {e.strerror}") from None
     if d.uid != os.geteuid() or d.gid != os.getegid() or setgid_parent:
         os.chown(name, d.uid, d.gid, dir_fd=pfd, follow_symlinks=False)
+    return True
 
 
-def _replace_node(pfd: int, name: str, d: Device, dev: int) -> None:
+def _replace_node(pfd: int, name: str, d: Device, dev: int) -> bool:
     """_mknod where the name is taken: unlink it and make the node (a
-    directory in the way is an error)."""
+    directory in the way is an error). False: something is mounted there
+    (a bind of the host's node from the config's mounts, as rootless podman
+    gives a privileged container): it stays, as runc leaves it."""
     try:
         os.unlink(name, dir_fd=pfd)
     except IsADirectoryError:
         raise OciError(f"cannot create device {d.path}: a directory is in the way") from None
+    except OSError as e:
+        if e.errno == 16:  # EBUSY
+            return False
+        raise
     os.mknod(name, d.mode, dev, dir_fd=pfd)
+    return True
 
 
 def _bind_device(rootfd: int, pfd: int, name: str, d: Device, source: str | int) -> None:

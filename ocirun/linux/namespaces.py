@@ -110,6 +110,52 @@ def _check_path(i: int, ns: dict, path: str) -> None:
                           f"{path} is not a {ns['type']} namespace")
 
 
+def in_user_namespace() -> bool:
+    """Whether this process is outside the initial user namespace, whose
+    uid_map alone maps every id to itself (rootless podman runs its
+    runtime as uid 0 in a namespace of the user's)."""
+    try:
+        return os.read_bytes("/proc/self/uid_map").split() != [b"0", b"0", b"4294967295"]
+    except OSError:
+        return False
+
+
+def restore_for_children(restore: list[tuple[int, int]]) -> None:
+    """Back to the runtime's own pid/time namespaces for its next children,
+    after a clone into a container's ones (fds of the old ones; closed).
+    Rootless podman runs the runtime as uid 0 in a user namespace of its
+    own, without CAP_SYS_ADMIN over the host's pid namespace: there the way
+    back is refused (EPERM) and the runtime stays as it is; it makes no
+    more children in those namespaces after the clone."""
+    from ocirun.kernel import syscalls as k
+    for fd, flag in restore:
+        try:
+            k.setns(fd, flag)
+        except PermissionError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def fork_into_namespaces(report, flags: int = 0) -> None:
+    """Pid and time namespaces apply to children only: fork the process
+    that runs on (with clone flags, e.g. a new pid namespace) as a sibling
+    (CLONE_PARENT: still the runtime's child); this one calls report(its
+    pid) and exits. The new process goes on only once that is done, so the
+    runtime takes none of its messages for the middle one's, nor moves the
+    wrong process into a cgroup."""
+    from ocirun.kernel import syscalls as k
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = k.clone(flags | k.CLONE_PARENT)
+    if pid:
+        report(pid)
+        os._exit(0)  # closes w
+    os.close(w)
+    os.read(r, 1)  # EOF: the middle process has exited
+    os.close(r)
+    k.prctl(k.PR_SET_PDEATHSIG, 9)
+
+
 def join(path: str, nstype: str) -> None:
     from ocirun.kernel import syscalls as k
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -321,3 +321,42 @@ def docker(docker_engine, runtime, argv_log, request):
         _force_clean(ids, runtime, root, leaks)
     assert not left_in_engine, f"docker still lists containers: {left_in_engine}"
     assert not leaks, f"left behind by docker+{runtime}: {leaks}"
+
+
+# ---------------------------------------------------------------- rootless podman
+
+@pytest.fixture(scope="session")
+def rootless_podman_engine(engine_base, argv_log, image_tars):
+    missing = _missing("podman", "conmon", "newuidmap", "newgidmap", "runuser")
+    if missing:
+        pytest.skip(f"rootless podman cannot be used here: {', '.join(missing)} not installed "
+                    "(apt-get install podman conmon uidmap)")
+    pm = ek.RootlessPodman(engine_base, argv_log.wrappers, argv_log.path)
+    try:
+        pm.create()
+        tar = os.path.join(pm.base, "rootfs.tar")
+        shutil.copy(image_tars["rootfs"], tar)
+        os.chmod(tar, 0o644)
+        r = pm("import", tar, ek.IMAGE, timeout=120)
+        if r.rc != 0:
+            pytest.skip(f"rootless podman cannot start here: {r}")
+        yield pm
+    finally:
+        pm.remove()
+
+
+@pytest.fixture
+def rootless_podman(rootless_podman_engine, runtime, argv_log, request):
+    offset = argv_log.mark(f"rootless-podman {request.node.nodeid}")
+    p = PodmanFor(rootless_podman_engine, runtime, argv_log, offset)
+    yield p
+    engine = rootless_podman_engine
+    engine.remove_all()
+    left_in_engine = engine.container_ids()
+    ids = ek.created_ids(p.calls())
+    root = engine.state_root(runtime)
+    leaks = _settle(lambda: _leaks(ids, runtime, root))
+    if leaks:
+        _force_clean(ids, runtime, root, leaks)
+    assert not left_in_engine, f"rootless podman still lists containers: {left_in_engine}"
+    assert not leaks, f"left behind by rootless podman+{runtime}: {leaks}"

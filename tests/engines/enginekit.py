@@ -638,3 +638,100 @@ class Docker:
                     os.rmdir(p) if os.path.isdir(p) else os.unlink(p)
                 except OSError:
                     pass
+
+
+# ---------------------------------------------------------------- rootless podman
+
+class RootlessPodman:
+    """podman run by an unprivileged user made for the session (removed at
+    the end): its storage under its own home in the session's directory, its
+    own $XDG_RUNTIME_DIR, the cgroupfs manager. podman runs conmon and the
+    runtime as uid 0 in a user namespace of the user's, with no --root: the
+    runtime keeps its state under $XDG_RUNTIME_DIR (runc's rule)."""
+
+    SUB_START, SUB_COUNT = 700000, 65536
+
+    def __init__(self, base: str, wrappers: dict[str, str], argv_log: str) -> None:
+        self.name = f"ocirlp{os.getpid() % 100000}"
+        self.base = os.path.join(base, "rootless")
+        self.home = os.path.join(self.base, "home")
+        self.run_dir = os.path.join(self.base, "run")
+        self.wrappers = wrappers
+        self.argv_log = argv_log
+        self.uid = -1
+
+    def create(self) -> None:
+        import pwd
+        run(["useradd", "-M", "-d", self.home, "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0",
+             "-K", "SUB_GID_COUNT=0", self.name], check=True)
+        self.uid = pwd.getpwnam(self.name).pw_uid
+        rng = f"{self.SUB_START}-{self.SUB_START + self.SUB_COUNT - 1}"
+        run(["usermod", "--add-subuids", rng, "--add-subgids", rng, self.name], check=True)
+        for d, mode in ((self.base, 0o755), (self.home, 0o700), (self.run_dir, 0o700)):
+            os.makedirs(d, mode, exist_ok=True)
+            os.chmod(d, mode)
+            os.chown(d, self.uid, self.uid)
+        conf = os.path.join(self.home, "containers.conf")
+        with open(conf, "w") as f:
+            f.write("[containers]\nnetns = \"host\"\nlog_driver = \"k8s-file\"\n"
+                    "default_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n"
+                    "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n"
+                    "runtime = \"runc\"\n"
+                    f"runtime_supports_json = {json.dumps(list(self.wrappers))}\n"
+                    "[engine.runtimes]\n"
+                    + "".join(f'{n} = ["{p}"]\n' for n, p in self.wrappers.items()))
+        os.chown(conf, self.uid, self.uid)
+        # the argv-recording wrappers append to the session's log as this user
+        os.chmod(self.argv_log, 0o666)
+
+    def __call__(self, *args: str, runtime: str | None = None, timeout: float = 60,
+                 input: str | None = None, tty: bool = False) -> Result:
+        rt = ["--runtime", runtime] if runtime else []
+        env = ["env", "-i", f"HOME={self.home}", f"USER={self.name}", f"LOGNAME={self.name}",
+               f"XDG_RUNTIME_DIR={self.run_dir}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+               f"CONTAINERS_CONF={self.home}/containers.conf"]
+        return run(["runuser", "-u", self.name, "--", *env, "podman", *rt, *args],
+                   timeout=timeout, input=input, tty=tty)
+
+    def state_root(self, runtime: str) -> str:
+        return os.path.join(self.run_dir, runtime)
+
+    def container_ids(self) -> list[str]:
+        return self("ps", "-aq", "--no-trunc").out.split()
+
+    def remove_all(self) -> None:
+        if self.container_ids():
+            self("rm", "-af", "-t", "0", timeout=120)
+
+    def remove(self) -> None:
+        """Everything of the user's: containers, storage, its processes
+        (podman's pause process), the user and its subordinate ids."""
+        try:
+            if self.uid >= 0:
+                self.remove_all()
+                self("system", "reset", "-f", timeout=120)
+        finally:
+            if self.uid >= 0:
+                for pid, _cmd in processes_of_uid(self.uid):
+                    kill_pid(pid, wait=2)
+            unmount_all(self.base)
+            run(["userdel", self.name])
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def processes_of_uid(uid: int) -> list[tuple[int, str]]:
+    """Processes whose real uid is uid (those of a user made for the tests)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                real = next(ln.split()[1] for ln in f if ln.startswith("Uid:"))
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, StopIteration):
+            continue
+        if int(real) == uid:
+            found.append((int(pid), cmd.strip()))
+    return found

@@ -25,7 +25,8 @@ DEFAULT_LOG = os.path.join(REPO, "build", "engines", "argv.log")
 ENGINE_OF = {"conmon": "podman", "podman": "podman", "containerd-shim": "containerd"}
 # the engine a test drives, from its marker line ("docker tests/...::test_x"):
 # dockerd's calls come from a containerd-shim too
-ENGINES = ("podman", "containerd", "docker")
+ENGINES = ("podman", "containerd", "docker", "rootless-podman")
+TEST_FILES = {"rootless-podman": "test_podman_rootless.py"}
 
 _SUBS = [
     (re.compile(r"/tmp/ocirun-eng-[^/\s]+"), "$T"),
@@ -93,7 +94,8 @@ def _sort_key(inv: str) -> tuple:
 def markdown(table: dict) -> str:
     out = []
     for engine in sorted(table):
-        out.append(f"### {engine} (tests in tests/engines/test_{engine}.py)\n")
+        tests = TEST_FILES.get(engine, f"test_{engine}.py")
+        out.append(f"### {engine} (tests in tests/engines/{tests})\n")
         out.append("| caller | runtime invocation (RT = the runtime) | seen with | tests |")
         out.append("|---|---|---|---|")
         for inv in sorted(table[engine], key=_sort_key):
