@@ -468,6 +468,11 @@ def _child(pplan, sync, nsfds: dict[str, int], console_fd: int, preserve_fds: in
         # before entering: a container process must not reach our exe or fds
         k.prctl(k.PR_SET_DUMPABLE, 0)
         from ocirun.linux import namespaces as nsmod
+        if "user" in nsfds and pplan.oom_score_adj is not None and os.geteuid() == 0:
+            # ours to write only out here (see process.set_oom_score_adj)
+            from ocirun.linux.process import set_oom_score_adj
+            set_oom_score_adj(pplan.oom_score_adj)
+            pplan.oom_set_early = True
         for t in _JOIN_ORDER_USER_FIRST if user_first else _JOIN_ORDER:
             if t in nsfds:
                 try:

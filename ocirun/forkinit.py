@@ -25,6 +25,10 @@ def spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
         mgr.create_for_clone()
         join = mgr.self_join()
     plan.cgroup_join = join
+    proc = plan.process
+    # its oomScoreAdj, in a user namespace: ours to write (set_oom_score_adj)
+    proc.oom_set_early = proc.oom_score_adj is not None and plan.runtime_is_root and \
+        (plan.ns.new_user or "user" in plan.ns.paths)
     # v1 directories appear after the clone: the init may bind them before
     # it joins only if it has task fds to ask for (sent once they exist)
     if plan.mounts_later and not plan.ns.new_cgroup and mgr is not None and (
@@ -48,6 +52,9 @@ def spawn_and_serve(c, plan, data: dict, mgr, opts) -> int:
     c._sync = parent
     data["pid"] = pid
     try:
+        if proc.oom_set_early:  # (the init waits for us before its execve)
+            from ocirun.linux.process import set_oom_score_adj
+            set_oom_score_adj(proc.oom_score_adj, pid)
         # while the init sets up its mounts: the rest of the cgroup (the
         # init may soon ask for its fds), then the resources, the exec fifo
         # and what `run` needs next (before anything else the init asks)
@@ -155,6 +162,9 @@ def _serve_early(sync, plan, data: dict, verb: str, payload: bytes, fds: list[in
         middle, pid = pid, int(payload)
         os.waitpid(middle, 0)
         data["pid"] = pid
+        if plan.process.oom_set_early:  # (the middle one may have forked before)
+            from ocirun.linux.process import set_oom_score_adj
+            set_oom_score_adj(plan.process.oom_score_adj, pid)
         return pid  # no reply: the middle child is gone
     reply: list[int] = []
     try:

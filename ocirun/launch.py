@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # (the sync module is not loaded by a vforked init's path)
 def prepare_process(proc) -> tuple[str, list[str]]:
     """rlimits, oomScoreAdj, cwd and the executable, while still privileged."""
     process.set_rlimits(proc.rlimits)
-    process.set_oom_score_adj(proc.oom_score_adj)
+    if not proc.oom_set_early:
+        process.set_oom_score_adj(proc.oom_score_adj)
     try:
         os.chdir(proc.cwd)
         os.getcwd()  # fails if cwd resolved outside the root (CVE-2024-21626)

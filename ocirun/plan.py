@@ -19,7 +19,7 @@ _LABELLED_FS = ("tmpfs", "devpts", "mqueue", "shm")
 
 class ProcessPlan:
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
-                 "oom_score_adj", "no_new_privs", "terminal", "console_size", "caps",
+                 "oom_score_adj", "oom_set_early", "no_new_privs", "terminal", "console_size", "caps",
                  "seccomp", "apparmor", "selinux", "sched", "cfg")
 
 
@@ -46,6 +46,7 @@ def build_process(proc: dict, base: str = "process") -> ProcessPlan:
     p.umask = user.get("umask")
     p.rlimits = proc.get("rlimits") or []
     p.oom_score_adj = proc.get("oomScoreAdj")
+    p.oom_set_early = False  # set outside a user namespace (see process.set_oom_score_adj)
     p.no_new_privs = bool(proc.get("noNewPrivileges"))
     p.terminal = bool(proc.get("terminal"))
     cs = proc.get("consoleSize")

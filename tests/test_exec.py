@@ -74,6 +74,24 @@ def test_detached_container_with_user_namespace(oci, bundle, shifted_rootfs):  #
     assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
 
 
+def test_oom_score_adj_with_user_namespace(oci, bundle, shifted_rootfs, tmp_path):  # noqa: F811
+    """Inside its user namespace a process may not write its own
+    oom_score_adj (Docker's userns-remap sets oomScoreAdj on every
+    container): the runtime writes it for the init, and exec's child before
+    it joins the namespace."""
+    bundle.ns("pid", "mount", "user", "uts", "ipc", "network")
+    bundle.process["oomScoreAdj"] = 300
+    pid = _running(oci, bundle)
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        assert f.read() == "300\n"
+    proc = dict(oci.state("e").get("config", {}).get("process") or bundle.process)
+    proc.update(args=["cat", "/proc/self/oom_score_adj"], oomScoreAdj=400, terminal=False)
+    pj = tmp_path / "process.json"
+    pj.write_text(json.dumps(proc))
+    assert oci.ok("exec", "--process", str(pj), "e") == "400\n"
+    assert oci.ok("exec", "e", "cat", "/proc/1/oom_score_adj") == "300\n"
+
+
 def _wait_running(oci, cid: str) -> int:
     end = time.monotonic() + 20
     while time.monotonic() < end:

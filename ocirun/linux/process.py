@@ -26,14 +26,19 @@ def set_rlimits(rlimits: list[dict]) -> None:
                            f"{os.strerror(e.errno)}") from None
 
 
-def set_oom_score_adj(value: int | None) -> None:
+def set_oom_score_adj(value: int | None, pid: int | str = "self") -> None:
+    """pid: a process of ours other than this one. Inside a user namespace
+    the process's own /proc files are not its root's to write (and only the
+    host's root may lower the value), so there the runtime writes it for
+    the init from outside, and exec's child before it enters the namespace
+    (as runc does it before its init enters one)."""
     if value is not None:
-        _write_oom_score_adj(value)
+        _write_oom_score_adj(value, pid)
 
 
-def _write_oom_score_adj(value: int) -> None:
+def _write_oom_score_adj(value: int, pid: int | str = "self") -> None:
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(value))
     except OSError as e:
         raise OciError(f"cannot set oomScoreAdj {value}: {e.strerror}") from None
