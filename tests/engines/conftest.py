@@ -306,21 +306,52 @@ class DockerFor:
         return [ek.subcommand(argv)[0] for _c, _r, argv in self.calls()]
 
 
-@pytest.fixture
-def docker(docker_engine, runtime, argv_log, request):
-    offset = argv_log.mark(f"docker {request.node.nodeid}")
-    d = DockerFor(docker_engine, runtime, argv_log, offset)
+def _docker_for(engine: ek.Docker, runtime: str, argv_log: ek.ArgvLog, label: str):
+    d = DockerFor(engine, runtime, argv_log, argv_log.mark(label))
     yield d
-    docker_engine.remove_all()
-    left_in_engine = docker_engine.container_ids()
+    engine.remove_all()
+    left_in_engine = engine.container_ids()
     ids = ek.created_ids(d.calls())
-    root = docker_engine.runtime_root(runtime)
-    dirs = [docker_engine.task_dir(i) + "/" for i in ids]
+    root = engine.runtime_root(runtime)
+    dirs = [engine.task_dir(i) + "/" for i in ids]
     leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
     if leaks:
         _force_clean(ids, runtime, root, leaks)
     assert not left_in_engine, f"docker still lists containers: {left_in_engine}"
     assert not leaks, f"left behind by docker+{runtime}: {leaks}"
+
+
+@pytest.fixture
+def docker(docker_engine, runtime, argv_log, request):
+    yield from _docker_for(docker_engine, runtime, argv_log, f"docker {request.node.nodeid}")
+
+
+@pytest.fixture(scope="session")
+def docker_remap_engine(docker_engine, engine_base, argv_log, image_tars):
+    """A second dockerd with userns-remap (every container in a user
+    namespace, mapped to a user made for the session)."""
+    user = ek.SubidUser("ocidkr", 800000)
+    dk = ek.Docker(engine_base, argv_log.wrappers, name="docker-remap",
+                   **{"userns-remap": user.name})
+    try:
+        user.create()
+        try:
+            dk.start()
+        except (RuntimeError, OSError) as e:
+            pytest.skip(f"dockerd with userns-remap cannot start here: {e}")
+        r = dk("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
+        assert r.rc == 0, str(r)
+        dk.remap_user = user
+        yield dk
+    finally:
+        dk.shutdown()
+        user.remove()
+
+
+@pytest.fixture
+def docker_remap(docker_remap_engine, runtime, argv_log, request):
+    yield from _docker_for(docker_remap_engine, runtime, argv_log,
+                           f"docker {request.node.nodeid}")
 
 
 # ---------------------------------------------------------------- rootless podman

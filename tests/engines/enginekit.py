@@ -549,8 +549,10 @@ class Docker:
     CGROUP_PARENT = "ocirun-test-docker"
     HOST_FILES = ("/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/run/docker")
 
-    def __init__(self, base: str, wrappers: dict[str, str]) -> None:
-        self.base = os.path.join(base, "docker")
+    def __init__(self, base: str, wrappers: dict[str, str], name: str = "docker",
+                 **options) -> None:
+        """options: more daemon.json settings (e.g. userns-remap)."""
+        self.base = os.path.join(base, name)
         self.data, self.exec_root = os.path.join(self.base, "data"), os.path.join(self.base, "x")
         os.makedirs(self.data, exist_ok=True)
         os.makedirs(self.exec_root, exist_ok=True)
@@ -565,7 +567,7 @@ class Docker:
                        "exec-opts": ["native.cgroupdriver=cgroupfs"],
                        "iptables": False, "ip-forward": False, "ip-masq": False,
                        "bridge": "none", "storage-driver": "overlay2",
-                       "log-driver": "json-file", "userland-proxy": False}, f)
+                       "log-driver": "json-file", "userland-proxy": False, **options}, f)
         self.logpath = os.path.join(self.base, "dockerd.log")
         self.binary = "/usr/bin/docker"  # Debian's client, of the daemon's version
         self.proc: subprocess.Popen | None = None
@@ -640,6 +642,33 @@ class Docker:
                     pass
 
 
+# ---------------------------------------------------------------- users
+
+class SubidUser:
+    """An unprivileged user made for the session, with 65536 subordinate
+    uids and gids from sub_start; remove() takes both away again."""
+
+    def __init__(self, prefix: str, sub_start: int, home: str | None = None) -> None:
+        self.name = f"{prefix}{os.getpid() % 100000}"
+        self.sub_start, self.sub_count = sub_start, 65536
+        self.home = home or "/nonexistent"
+        self.uid = -1
+
+    def create(self) -> None:
+        import pwd
+        run(["useradd", "-M", "-d", self.home, "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0",
+             "-K", "SUB_GID_COUNT=0", self.name], check=True)
+        self.uid = pwd.getpwnam(self.name).pw_uid
+        rng = f"{self.sub_start}-{self.sub_start + self.sub_count - 1}"
+        run(["usermod", "--add-subuids", rng, "--add-subgids", rng, self.name], check=True)
+
+    def remove(self) -> None:
+        if self.uid >= 0:
+            for pid, _cmd in processes_of_uid(self.uid):
+                kill_pid(pid, wait=2)
+        run(["userdel", self.name])
+
+
 # ---------------------------------------------------------------- rootless podman
 
 class RootlessPodman:
@@ -649,24 +678,21 @@ class RootlessPodman:
     runtime as uid 0 in a user namespace of the user's, with no --root: the
     runtime keeps its state under $XDG_RUNTIME_DIR (runc's rule)."""
 
-    SUB_START, SUB_COUNT = 700000, 65536
-
     def __init__(self, base: str, wrappers: dict[str, str], argv_log: str) -> None:
-        self.name = f"ocirlp{os.getpid() % 100000}"
         self.base = os.path.join(base, "rootless")
         self.home = os.path.join(self.base, "home")
         self.run_dir = os.path.join(self.base, "run")
+        self.user = SubidUser("ocirlp", 700000, self.home)
+        self.name = self.user.name
         self.wrappers = wrappers
         self.argv_log = argv_log
-        self.uid = -1
+
+    @property
+    def uid(self) -> int:
+        return self.user.uid
 
     def create(self) -> None:
-        import pwd
-        run(["useradd", "-M", "-d", self.home, "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0",
-             "-K", "SUB_GID_COUNT=0", self.name], check=True)
-        self.uid = pwd.getpwnam(self.name).pw_uid
-        rng = f"{self.SUB_START}-{self.SUB_START + self.SUB_COUNT - 1}"
-        run(["usermod", "--add-subuids", rng, "--add-subgids", rng, self.name], check=True)
+        self.user.create()
         for d, mode in ((self.base, 0o755), (self.home, 0o700), (self.run_dir, 0o700)):
             os.makedirs(d, mode, exist_ok=True)
             os.chmod(d, mode)
@@ -711,11 +737,8 @@ class RootlessPodman:
                 self.remove_all()
                 self("system", "reset", "-f", timeout=120)
         finally:
-            if self.uid >= 0:
-                for pid, _cmd in processes_of_uid(self.uid):
-                    kill_pid(pid, wait=2)
+            self.user.remove()
             unmount_all(self.base)
-            run(["userdel", self.name])
             shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -220,3 +220,25 @@ def test_top(docker):
     assert "sleep 1000" in out, out
     assert "ps" in docker.subcommands(), docker.calls()  # the shim's Pids
     docker.ok("rm", "-f", name)
+
+
+def test_userns_remap(docker_remap):
+    """dockerd's userns-remap: every container in a user namespace mapped to
+    the remap user's subordinate ids, with Docker's oomScoreAdj (a process
+    may not write its own in there: the runtime writes it from outside)."""
+    dk = docker_remap
+    user = dk.engine.remap_user
+    r = dk.run("--rm", "--oom-score-adj", "300", IMG, "sh", "-c",
+               "cat /proc/self/uid_map /proc/self/oom_score_adj; id -u; touch /x && echo rw;"
+               " stat -c %t,%T /dev/null")
+    assert r.rc == 0, str(r)
+    lines = r.out.split("\n")
+    assert lines[0].split() == ["0", str(user.sub_start), str(user.sub_count)], str(r)
+    assert lines[1:] == ["300", "0", "rw", "1,3", ""], str(r)
+    name = _name(dk, "remap")
+    dk.detached(name, IMG, "sleep", "1000")
+    r = dk("exec", name, "sh", "-c", "cat /proc/self/uid_map; echo $$")
+    assert r.rc == 0 and r.out.split()[:3] == ["0", str(user.sub_start), "65536"], str(r)
+    assert int(r.out.split()[3]) > 1, str(r)
+    dk.ok("stop", "-t", "1", name)
+    dk.ok("rm", name)

@@ -30,6 +30,7 @@ TEST_FILES = {"rootless-podman": "test_podman_rootless.py"}
 
 _SUBS = [
     (re.compile(r"/tmp/ocirun-eng-[^/\s]+"), "$T"),
+    (re.compile(r"\$T/docker-remap/"), "$T/docker/"),  # (the userns-remap dockerd)
     (re.compile(r"\b[0-9a-f]{64}\b"), "<id>"),
     (re.compile(r"\bo[ed]-[\w-]+?-(?:ocirun|runc)\b"), "<id>"),
     (re.compile(r"/run/containerd/runc/[\w.-]+"), "/run/containerd/runc/<ns>"),
