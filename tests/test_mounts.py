@@ -470,6 +470,29 @@ def test_tmpcopyup(oci, bundle):
     assert not os.path.exists(os.path.join(bundle.rootfs, "etc", "extra"))
 
 
+def test_tmpcopyup_keeps_owners_and_modes(oci, bundle):
+    """As runc: what is copied keeps its owner and mode; the tmpfs's root
+    takes the directory's mode when the directory was there, tmpfs's 1777
+    when the runtime makes it (podman's --tmpfs on a path the image lacks)."""
+    d = os.path.join(bundle.rootfs, "data")
+    os.makedirs(os.path.join(d, "sub"))
+    os.chmod(d, 0o750)
+    with open(os.path.join(d, "sub", "f"), "w") as f:
+        f.write("x")
+    os.chown(os.path.join(d, "sub"), 1000, 1001)
+    os.chmod(os.path.join(d, "sub"), 0o711)
+    os.chown(os.path.join(d, "sub", "f"), 1002, 1003)
+    os.chmod(os.path.join(d, "sub", "f"), 0o4710)
+    os.symlink("sub/f", os.path.join(d, "link"))
+    add_mount(bundle, "/data", "tmpfs", "tmpfs", ["tmpcopyup"])
+    add_mount(bundle, "/fresh", "tmpfs", "tmpfs", ["tmpcopyup"])
+    bundle.args("stat", "-c", "%n %a %u:%g", "/data", "/data/sub", "/data/sub/f", "/fresh")
+    out = run_out(oci, bundle).split("\n")
+    assert out[:4] == ["/data 750 0:0", "/data/sub 711 1000:1001", "/data/sub/f 4710 1002:1003",
+                       "/fresh 1777 0:0"], out
+    assert os.readlink(os.path.join(d, "link")) == "sub/f"
+
+
 def test_mounts_in_order_later_covers_earlier(oci, bundle, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "fa").write_text("a")

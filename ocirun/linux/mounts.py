@@ -525,9 +525,30 @@ def _mount_fs_failed(k, step: MountStep, target: str, err: OSError) -> None:
 
 
 def _copy_tree(src_fd: int, dst: str) -> None:
-    """tmpcopyup: fill a new tmpfs with what the directory held before."""
+    """tmpcopyup: fill a new tmpfs with what the directory held before,
+    owners and modes kept (as runc). The tmpfs's own root keeps its mode:
+    the directory's when it was there before (see _tmpfs_target), tmpfs's
+    1777 when the runtime made it."""
+    _copy_entries(fdpath(src_fd), dst)
+
+
+def _copy_entries(src: str, dst: str) -> None:
     import shutil
-    shutil.copytree(fdpath(src_fd), dst, symlinks=True, dirs_exist_ok=True)
+    for e in os.scandir(src):
+        s, d = os.path.join(src, e.name), os.path.join(dst, e.name)
+        st = e.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(d, stat.S_IMODE(st.st_mode))
+            _copy_entries(s, d)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(s, d)
+        else:  # device nodes, fifos, sockets
+            os.mknod(d, st.st_mode, st.st_rdev)
+        os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(d, stat.S_IMODE(st.st_mode))  # (after chown, which clears set-id bits)
 
 
 # ---------------------------------------------------------------------------

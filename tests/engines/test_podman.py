@@ -151,6 +151,15 @@ def test_read_only(podman):
     assert _lines(r.out) == ["ro", "tmp-ok"], str(r)
 
 
+def test_tmpfs_copyup(podman):
+    # podman's --tmpfs is tmpcopyup: /etc's content copied in, owners and
+    # modes kept; a path the image lacks gets tmpfs's own 1777, as runc
+    r = podman("run", "--rm", "--tmpfs", "/etc", "--tmpfs", "/scratch", IMG, "sh", "-c",
+               "head -1 /etc/passwd; stat -c '%a %u' /etc/passwd /scratch")
+    assert r.rc == 0, str(r)
+    assert _lines(r.out) == ["root:x:0:0:root:/root:/bin/sh", "644 0", "1777 0"], str(r)
+
+
 def test_user(podman):
     r = podman("run", "--rm", "--user", "1:1", IMG, "sh", "-c", "id -u; id -g")
     assert r.rc == 0, str(r)
