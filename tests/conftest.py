@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 
 import pytest
 
 from ocitest import OCIRUN, SHIFT, Bundle, Runtime, _host_mounts_mentioning, make_rootfs
+
+
+def _default_terminal_signals() -> None:
+    """A runner started as a background job (INT, QUIT ignored) or under
+    nohup (HUP) passes those ignored to every process the tests fork, and
+    an ignored signal stays ignored across exec: the terminal tests that
+    fork a "container" themselves could then not interrupt it. ocirun
+    resets them for its containers (as runc and crun do); the tests start
+    from the defaults a shell at a terminal gives."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGQUIT, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+_default_terminal_signals()
 
 
 @pytest.fixture(scope="session")

@@ -281,6 +281,22 @@ def test_container_process_signal_dispositions_are_default(oci, bundle):
     assert r.rc == 0 and "SigIgn:\t0000000000000000" in r.out, r
 
 
+def test_signals_ignored_by_the_runtimes_caller_are_not_passed_on(oci, bundle):
+    """A runtime started under nohup or as a shell's background job has
+    HUP, INT and QUIT ignored; its container process starts with them at
+    their defaults, as runc's and crun's do. (grep itself: busybox sh
+    ignores QUIT for what it runs from `sh -c`, whatever it was given.)"""
+    bundle.args("grep", "SigIgn", "/proc/self/status")
+
+    def ignore() -> None:
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+    p = subprocess.run([OCIRUN, "--root", oci.root, "run", "-b", bundle.path, "si"],
+                       preexec_fn=ignore, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and "SigIgn:\t0000000000000000" in p.stdout, p
+
+
 def test_exec_process_signal_dispositions_are_default(oci, bundle):
     bundle.args("sleep", "1000")
     oci.ok("run", "-d", "-b", bundle.path, "sg")

@@ -104,6 +104,22 @@ def _settle(check, timeout: float = 5.0):
         time.sleep(0.2)
 
 
+def _check_left(engine, runtime: str, calls, root: str | None, what: str) -> None:
+    """A test's teardown: remove what is left through the engine, then fail
+    if the engine still lists a container, or anything of the containers
+    the runtime was asked to create is still on the host (cleaned up)."""
+    engine.remove_all()
+    left_in_engine = engine.container_ids()
+    ids = ek.created_ids(calls)
+    task_dir = getattr(engine, "task_dir", None)
+    dirs = [task_dir(i) + "/" for i in ids] if task_dir else []
+    leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
+    if leaks:
+        _force_clean(ids, runtime, root, leaks)
+    assert not left_in_engine, f"{what} still lists containers: {left_in_engine}"
+    assert not leaks, f"left behind by {what}+{runtime}: {leaks}"
+
+
 def _force_clean(ids, runtime, runtime_root, leaks) -> None:
     binary = ek.runtime_binary(runtime)
     root = ["--root", runtime_root or ek.DEFAULT_ROOTS[runtime]]
@@ -160,14 +176,7 @@ def podman(podman_engine, runtime, argv_log, request):
     offset = argv_log.mark(f"podman {request.node.nodeid}")
     p = PodmanFor(podman_engine, runtime, argv_log, offset)
     yield p
-    podman_engine.remove_all()
-    left_in_engine = podman_engine.container_ids()
-    ids = ek.created_ids(p.calls())
-    leaks = _settle(lambda: _leaks(ids, runtime, None))
-    if leaks:
-        _force_clean(ids, runtime, None, leaks)
-    assert not left_in_engine, f"podman still lists containers: {left_in_engine}"
-    assert not leaks, f"left behind by podman+{runtime}: {leaks}"
+    _check_left(podman_engine, runtime, p.calls(), None, "podman")
 
 
 # ---------------------------------------------------------------- containerd
@@ -239,16 +248,8 @@ def ctr(containerd_engine, runtime, argv_log, request):
     offset = argv_log.mark(f"containerd {request.node.nodeid}")
     c = CtrFor(containerd_engine, runtime, argv_log.wrappers[runtime], argv_log, offset)
     yield c
-    containerd_engine.remove_all()
-    left_in_engine = containerd_engine.container_ids()
-    ids = ek.created_ids(c.calls())
-    root = containerd_engine.runtime_root()
-    dirs = [containerd_engine.task_dir(i) + "/" for i in ids]
-    leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
-    if leaks:
-        _force_clean(ids, runtime, root, leaks)
-    assert not left_in_engine, f"containerd still lists containers: {left_in_engine}"
-    assert not leaks, f"left behind by containerd+{runtime}: {leaks}"
+    _check_left(containerd_engine, runtime, c.calls(), containerd_engine.runtime_root(),
+                "containerd")
 
 
 # ---------------------------------------------------------------- docker
@@ -261,15 +262,20 @@ def docker_engine(engine_base, argv_log, image_tars):
                     "(apt-get install docker.io)")
     dk = ek.Docker(engine_base, argv_log.wrappers)
     try:
-        try:
-            dk.start()
-        except (RuntimeError, OSError) as e:
-            pytest.skip(f"dockerd cannot start here: {e}")
-        r = dk("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
-        assert r.rc == 0, str(r)
+        _start_docker(dk, image_tars, "dockerd")
         yield dk
     finally:
         dk.shutdown()
+
+
+def _start_docker(dk: ek.Docker, image_tars: dict, what: str) -> None:
+    """Start it (a skip if it cannot start here) and import the image."""
+    try:
+        dk.start()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"{what} cannot start here: {e}")
+    r = dk("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
+    assert r.rc == 0, str(r)
 
 
 class DockerFor:
@@ -309,16 +315,7 @@ class DockerFor:
 def _docker_for(engine: ek.Docker, runtime: str, argv_log: ek.ArgvLog, label: str):
     d = DockerFor(engine, runtime, argv_log, argv_log.mark(label))
     yield d
-    engine.remove_all()
-    left_in_engine = engine.container_ids()
-    ids = ek.created_ids(d.calls())
-    root = engine.runtime_root(runtime)
-    dirs = [engine.task_dir(i) + "/" for i in ids]
-    leaks = _settle(lambda: _leaks(ids, runtime, root, dirs))
-    if leaks:
-        _force_clean(ids, runtime, root, leaks)
-    assert not left_in_engine, f"docker still lists containers: {left_in_engine}"
-    assert not leaks, f"left behind by docker+{runtime}: {leaks}"
+    _check_left(engine, runtime, d.calls(), engine.runtime_root(runtime), "docker")
 
 
 @pytest.fixture
@@ -335,12 +332,7 @@ def docker_remap_engine(docker_engine, engine_base, argv_log, image_tars):
                    **{"userns-remap": user.name})
     try:
         user.create()
-        try:
-            dk.start()
-        except (RuntimeError, OSError) as e:
-            pytest.skip(f"dockerd with userns-remap cannot start here: {e}")
-        r = dk("import", image_tars["rootfs"], ek.IMAGE, timeout=120)
-        assert r.rc == 0, str(r)
+        _start_docker(dk, image_tars, "dockerd with userns-remap")
         dk.remap_user = user
         yield dk
     finally:
@@ -381,13 +373,5 @@ def rootless_podman(rootless_podman_engine, runtime, argv_log, request):
     offset = argv_log.mark(f"rootless-podman {request.node.nodeid}")
     p = PodmanFor(rootless_podman_engine, runtime, argv_log, offset)
     yield p
-    engine = rootless_podman_engine
-    engine.remove_all()
-    left_in_engine = engine.container_ids()
-    ids = ek.created_ids(p.calls())
-    root = engine.state_root(runtime)
-    leaks = _settle(lambda: _leaks(ids, runtime, root))
-    if leaks:
-        _force_clean(ids, runtime, root, leaks)
-    assert not left_in_engine, f"rootless podman still lists containers: {left_in_engine}"
-    assert not leaks, f"left behind by rootless podman+{runtime}: {leaks}"
+    _check_left(rootless_podman_engine, runtime, p.calls(),
+                rootless_podman_engine.state_root(runtime), "rootless podman")

@@ -448,7 +448,45 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 """
 
 
-class Containerd:
+class Daemon:
+    """An engine daemon the session starts (in a session of its own, its
+    output in logpath) and waits for until it answers on sock."""
+
+    logpath = sock = ""
+    proc: subprocess.Popen | None = None
+
+    def start_daemon(self, argv: list[str], timeout: float, answers) -> None:
+        log = open(self.logpath, "w")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        name = os.path.basename(argv[0])
+        end = time.monotonic() + timeout * TIMEOUT_SCALE
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {self.proc.returncode}: {self.log_tail()}")
+            if os.path.exists(self.sock) and answers():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not answer in {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(self.logpath) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop_daemon(self, wait: float = 10) -> None:
+        """Its containers removed through it first, then SIGTERM/SIGKILL."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.remove_all()
+            finally:
+                kill_pid(self.proc.pid, wait=wait)
+
+
+class Containerd(Daemon):
     NS = "ocirun-test"
 
     def __init__(self, base: str) -> None:
@@ -462,26 +500,8 @@ class Containerd:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> None:
-        log = open(self.logpath, "w")
-        self.proc = subprocess.Popen([shutil.which("containerd"), "--config", self.conf],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"containerd exited {self.proc.returncode}: {self.log_tail()}")
-            if os.path.exists(self.sock) and self.ctr("version", timeout=5).rc == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"containerd did not answer in {timeout}s: {self.log_tail()}")
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            with open(self.logpath) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        self.start_daemon([shutil.which("containerd"), "--config", self.conf], timeout,
+                          lambda: self.ctr("version", timeout=5).rc == 0)
 
     def ctr(self, *args: str, timeout: float = 60, input: str | None = None,
             tty: bool = False) -> Result:
@@ -515,11 +535,7 @@ class Containerd:
 
     def shutdown(self) -> None:
         try:
-            if self.proc and self.proc.poll() is None:
-                try:
-                    self.remove_all()
-                finally:
-                    kill_pid(self.proc.pid)
+            self.stop_daemon()
         finally:
             # shims are started by containerd, not by us, but they hold our
             # ids and address: only those are ended, by pid
@@ -537,7 +553,7 @@ class Containerd:
 
 # ---------------------------------------------------------------- docker
 
-class Docker:
+class Docker(Daemon):
     """A private dockerd (Debian's docker.io 20.10): its own data root, exec
     root, socket and cgroup parent, and the containerd it starts itself.
     No bridge, no iptables: nothing of the host's networking is touched.
@@ -574,26 +590,8 @@ class Docker:
         self.host_files_before = {p for p in self.HOST_FILES if os.path.lexists(p)}
 
     def start(self, timeout: float = 30) -> None:
-        log = open(self.logpath, "w")
-        self.proc = subprocess.Popen(["/usr/sbin/dockerd", "--config-file", self.conf],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        end = time.monotonic() + timeout * TIMEOUT_SCALE
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
-            if os.path.exists(self.sock) and self("version", timeout=5).rc == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"dockerd did not answer in {timeout}s: {self.log_tail()}")
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            with open(self.logpath) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        self.start_daemon(["/usr/sbin/dockerd", "--config-file", self.conf], timeout,
+                          lambda: self("version", timeout=5).rc == 0)
 
     def __call__(self, *args: str, timeout: float = 60, input: str | None = None,
                  tty: bool = False) -> Result:
@@ -619,11 +617,7 @@ class Docker:
 
     def shutdown(self) -> None:
         try:
-            if self.proc and self.proc.poll() is None:
-                try:
-                    self.remove_all()
-                finally:
-                    kill_pid(self.proc.pid, wait=20)
+            self.stop_daemon(wait=20)
         finally:
             # dockerd's containerd and the shims hold our socket paths:
             # only those are ended, by pid
