@@ -288,7 +288,12 @@ def _new_cgroup_manager(linux: dict, cid: str, opts: CreateOptions, rootless: bo
         return None
     from ocirun import cgroups
     systemd = opts.systemd_cgroup or opts.cgroup_manager == "systemd"
-    rootless = opts.rootless if opts.rootless is not None else rootless or os.geteuid() != 0
+    if opts.rootless is not None:
+        rootless = opts.rootless
+    elif systemd:  # the caller's own systemd instance: the user's when not root
+        rootless = os.geteuid() != 0  # (a user namespace in the config does not matter)
+    else:
+        rootless = rootless or os.geteuid() != 0
     mgr = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=systemd,
                               rootless=rootless, layout=layout)
     mgr.auto_rootless = opts.rootless is None and not systemd

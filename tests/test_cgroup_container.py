@@ -219,6 +219,20 @@ def test_memory_limit_oom_kills_hog_and_events_reports_it(oci, bundle, driver):
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_user_namespace_container_gets_its_cgroup(oci, bundle, shifted_rootfs, driver):
+    """A user namespace in the config (Docker's userns-remap, podman's
+    --uidmap) does not make root's runtime rootless: with the systemd driver
+    it still talks to the system's systemd (the user's bus was tried, and
+    there is none), and the limits are set."""
+    bundle.ns("pid", "mount", "user", "uts", "ipc", "network")
+    bundle.linux["resources"] = {"memory": {"limit": 96 * MiB}}
+    bundle.args("sleep", "1000")
+    pid = start_detached(oci, bundle, uid("un"), driver)
+    assert mem_limit(pid) == 96 * MiB
+    assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_pids_limit_stops_fork_bomb(oci, bundle, driver):
     cid = uid("p")
     bundle.linux["resources"]["pids"] = {"limit": 12}

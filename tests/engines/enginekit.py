@@ -41,6 +41,8 @@ CGROUP2 = os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
 # podman's cgroup manager: cgroupfs here; "systemd" in the guest (systemd as
 # PID 1, as on most hosts): OCIRUN_PODMAN_CGROUP_MANAGER
 PODMAN_CGROUP_MANAGER = os.environ.get("OCIRUN_PODMAN_CGROUP_MANAGER", "cgroupfs")
+# dockerd's cgroup driver: cgroupfs here; "systemd" in the guest
+DOCKER_CGROUP_DRIVER = os.environ.get("OCIRUN_DOCKER_CGROUP_DRIVER", "cgroupfs")
 MEMORY_LIMIT_FILE = "memory.max" if CGROUP2 else "memory.limit_in_bytes"
 # every command's timeout is multiplied by this (the emulated guest is ~10x slower)
 TIMEOUT_SCALE = float(os.environ.get("OCIRUN_ENGINE_TIMEOUT_SCALE", "1"))
@@ -562,7 +564,8 @@ class Docker(Daemon):
     the runtimes are registered under `docker-<name>`, each pointing to its
     argv-recording wrapper."""
 
-    CGROUP_PARENT = "ocirun-test-docker"
+    # (the systemd driver wants a slice; both make a directory of that name)
+    CGROUP_PARENT = "ocirun-test-docker" + (".slice" if DOCKER_CGROUP_DRIVER == "systemd" else "")
     HOST_FILES = ("/etc/docker/key.json", "/etc/docker", "/run/docker/plugins", "/run/docker")
 
     def __init__(self, base: str, wrappers: dict[str, str], name: str = "docker",
@@ -580,7 +583,7 @@ class Docker(Daemon):
                        "data-root": self.data, "exec-root": self.exec_root,
                        "pidfile": os.path.join(self.base, "dockerd.pid"),
                        "hosts": [f"unix://{self.sock}"], "cgroup-parent": self.CGROUP_PARENT,
-                       "exec-opts": ["native.cgroupdriver=cgroupfs"],
+                       "exec-opts": [f"native.cgroupdriver={DOCKER_CGROUP_DRIVER}"],
                        "iptables": False, "ip-forward": False, "ip-masq": False,
                        "bridge": "none", "storage-driver": "overlay2",
                        "log-driver": "json-file", "userland-proxy": False, **options}, f)
@@ -624,6 +627,8 @@ class Docker(Daemon):
             for pid, _cmd in processes_mentioning(self.exec_root):
                 kill_pid(pid, wait=2)
             unmount_all(self.base)
+            if DOCKER_CGROUP_DRIVER == "systemd":  # (a unit of systemd's, made for us)
+                run(["systemctl", "stop", self.CGROUP_PARENT])
             remove_cgroups([p for p in cgroups_mentioning(self.CGROUP_PARENT)
                             if os.path.basename(p) == self.CGROUP_PARENT])
             # what dockerd writes outside its roots whatever it is told

@@ -11,6 +11,7 @@ its containers is left.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -178,6 +179,31 @@ def test_default_hardening(docker):
     devs = set(lines[5].split())
     assert {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
             "mqueue", "fd", "stdin", "stdout", "stderr"} <= devs, str(r)
+
+
+def _apparmor_loaded() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y" and os.path.exists("/sbin/apparmor_parser")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _apparmor_loaded(), reason="AppArmor is not enabled on this kernel "
+                    "(the cgroup v2 guest of `make test-engines-v2` has it)")
+def test_apparmor_profile(docker):
+    # where AppArmor is on, dockerd loads its docker-default profile and
+    # names it in process.apparmorProfile: the process must run confined
+    r = docker.run("--rm", IMG, "cat", "/proc/self/attr/current")
+    assert r.rc == 0, str(r)
+    assert r.out.strip() == "docker-default (enforce)", str(r)
+    r = docker.run("--rm", "--security-opt", "apparmor=unconfined", IMG,
+                   "cat", "/proc/self/attr/current")
+    assert r.out.strip() == "unconfined", str(r)
+    # what the profile denies (a write under /proc/sys/kernel) is denied
+    r = docker.run("--rm", "--privileged", "--security-opt", "apparmor=docker-default", IMG,
+                   "sh", "-c", "echo x > /proc/sys/kernel/hostname || echo denied")
+    assert "denied" in r.out, str(r)
 
 
 def test_init_process(docker):

@@ -17,6 +17,7 @@
 # filled with mkfs.ext4 -d, no loop mount), host cgroups are not touched.
 #
 # Env: EXTRA_PACKAGES="podman crun ..."  extra debs for the guest
+#      MASK_UNITS="docker.service ..."  systemd units of those not to start at boot
 #      MIRROR=<the apt mirror; default: the first URIs: line of the host's apt sources>  SUITE=bookworm  IMG_SIZE=4G
 #      KEEP_ROOTFS=1   keep the unpacked rootfs dir (default: deleted after imaging)
 set -euo pipefail
@@ -129,6 +130,12 @@ if [ -n "$EXTRA_PACKAGES" ]; then
   cp /etc/resolv.conf "$RF/etc/resolv.conf" 2>/dev/null || true
   chroot "$RF" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive chroot "$RF" apt-get install -y -q --no-install-recommends $EXTRA_PACKAGES >&2
+fi
+if [ -n "${MASK_UNITS:-}" ]; then
+  # services the extra packages enable that the tests start privately
+  # themselves (e.g. docker.io's dockerd and containerd)
+  log "systemctl mask in the rootfs: $MASK_UNITS"
+  systemctl --root="$RF" mask $MASK_UNITS >&2
 fi
 
 # kernel modules (subset: fs, net, crypto, lib, arch, virtio/block/char/md, net devices)
