@@ -160,6 +160,16 @@ def test_tmpfs_copyup(podman):
     assert _lines(r.out) == ["root:x:0:0:root:/root:/bin/sh", "644 0", "1777 0"], str(r)
 
 
+def test_uidmap(podman):
+    # a user namespace of the container's own; with podman's systemd cgroup
+    # manager (the guest's) that must still be the system's systemd
+    r = podman("run", "--rm", "--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536",
+               "--memory", "64m", IMG, "sh", "-c", "cat /proc/self/uid_map; touch /x && echo rw")
+    assert r.rc == 0, str(r)
+    assert _lines(r.out)[0].split() == ["0", "300000", "65536"], str(r)
+    assert _lines(r.out)[1] == "rw", str(r)
+
+
 def test_user(podman):
     r = podman("run", "--rm", "--user", "1:1", IMG, "sh", "-c", "id -u; id -g")
     assert r.rc == 0, str(r)
