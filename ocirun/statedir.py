@@ -82,8 +82,13 @@ def is_init(pid: int, data: dict) -> bool:
     its mount namespace: a pid reused within the same tick by a process
     outside the container is not taken for the init. A namespace that
     cannot be read (a rootless runtime and its non-dumpable init) proves
-    nothing either way."""
-    if pid <= 0 or proc_start_time(pid) != data.get("start_time"):
+    nothing either way. A pid that is gone or a zombie is never the init,
+    even when create could not record a start time (a `run` whose process
+    had exited before create saved the state: both would be None)."""
+    if pid <= 0:
+        return False
+    start = proc_start_time(pid)
+    if start is None or start != data.get("start_time"):
         return False
     ns = data.get("mnt_ns")
     if ns is None:

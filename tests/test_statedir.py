@@ -2,10 +2,11 @@
 import json
 import os
 import threading
+import time
 
 import pytest
 
-from ocirun.statedir import StateDir
+from ocirun.statedir import StateDir, is_init, proc_start_time
 
 
 @pytest.mark.parametrize("replacing", [False, True])
@@ -56,3 +57,24 @@ def test_made_with_its_state_the_dir_holds_just_that(tmp_path):
     finally:
         sd.remove()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_dead_or_zombie_init_is_never_the_init():
+    """A `run` whose process exited before create saved the state has no
+    start time recorded (a zombie's is not read): its pid, once it is a
+    zombie or gone, must not count as the running init. It did (None ==
+    None), and delete then took a stopped container for a running one:
+    the kill path, with SIGKILL to a pid that may have been reused."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    end = time.monotonic() + 10
+    while proc_start_time(pid) is not None:  # (None once it is a zombie)
+        assert time.monotonic() < end
+        time.sleep(0.01)
+    assert not is_init(pid, {"pid": pid, "start_time": None})  # zombie
+    os.waitpid(pid, 0)
+    assert not is_init(pid, {"pid": pid, "start_time": None})  # gone
+    me = os.getpid()
+    assert is_init(me, {"pid": me, "start_time": proc_start_time(me)})
+    assert not is_init(me, {"pid": me, "start_time": None})
